@@ -1,0 +1,381 @@
+//! The data plane: each session's `rpc_endpoint` (`/rpc/<session_id>`), a
+//! WebSocket that speaks Solana-style JSON-RPC pub/sub.
+//!
+//! One task per connection. Subscriptions follow the session's progress:
+//! a subscription made late gets the history first (from `replayFromSlot`
+//! or the session's start), then live slots as they execute. The task
+//! always streams the subscription that is furthest behind, so the
+//! connection's notifications are in slot order across its subscriptions
+//! (a client that keeps one cursor per connection resumes losslessly).
+//! Writes wait for the socket, so a slow reader slows only itself.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, ProtocolError};
+use serde_json::{Value, json};
+use simulator_api::{
+    subscribe_config::{Compression, SubscribeConfig},
+    ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor},
+};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::{
+    session::{Progress, Session},
+    state::ServerState,
+    wire::{Cut, Wire},
+};
+
+/// `GET /rpc/{session_id}`: upgrade and serve the session's data plane.
+pub async fn data_ws(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<Arc<ServerState>>,
+) -> actix_web::Result<HttpResponse> {
+    let state = state.get_ref().clone();
+    let Some(session) = state.session(&path) else {
+        return Ok(HttpResponse::NotFound().body("unknown session"));
+    };
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
+    let max = state.config.limits.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let mut wire = Wire::new(ws, state.clone(), "data");
+    wire.bind(&session.id, session.faults.next_connection());
+    let conn = DataConnection {
+        progress: session.progress(),
+        session,
+        state,
+        wire,
+        subs: Vec::new(),
+        compressor: None,
+        notifications: 0,
+        stalled: false,
+    };
+    actix_rt::spawn(conn.run(stream));
+    Ok(response)
+}
+
+/// The two subscription kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Transaction,
+    AccountDiff,
+}
+
+impl Kind {
+    fn notification_method(self) -> &'static str {
+        match self {
+            Kind::Transaction => "transactionNotification",
+            Kind::AccountDiff => "accountDiffNotification",
+        }
+    }
+
+    fn drop_fault(self) -> &'static str {
+        match self {
+            Kind::Transaction => "data-drop:transaction",
+            Kind::AccountDiff => "data-drop:accountDiff",
+        }
+    }
+
+    fn stall_fault(self) -> &'static str {
+        match self {
+            Kind::Transaction => "data-stall:transaction",
+            Kind::AccountDiff => "data-stall:accountDiff",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Subscription {
+    id: u64,
+    kind: Kind,
+    program: String,
+    next_slot: u64,
+    compress: bool,
+    complete_sent: bool,
+}
+
+/// What the connection should do next.
+enum Work {
+    Slot(usize),
+    Complete(usize),
+}
+
+struct DataConnection {
+    state: Arc<ServerState>,
+    session: Arc<Session>,
+    progress: watch::Receiver<Progress>,
+    wire: Wire,
+    subs: Vec<Subscription>,
+    /// One zstd stream per connection, made on the first compressed frame.
+    compressor: Option<WsStreamCompressor>,
+    /// Notifications sent on this connection.
+    notifications: u64,
+    /// A stall fault fired: send nothing more, keep answering pings.
+    stalled: bool,
+}
+
+impl DataConnection {
+    async fn run(mut self, mut stream: AggregatedMessageStream) {
+        loop {
+            let work = self.next_work();
+            let result = tokio::select! {
+                biased;
+                msg = stream.recv() => match msg {
+                    None => Err(Cut::Closed),
+                    Some(Ok(AggregatedMessage::Text(text))) => self.request(&text).await,
+                    Some(Ok(AggregatedMessage::Binary(bytes))) => match std::str::from_utf8(&bytes) {
+                        Ok(text) => self.request(text).await,
+                        Err(_) => self.send_json(rpc_error(Value::Null, -32700, "Parse error: binary frame is not UTF-8")).await,
+                    },
+                    Some(Ok(AggregatedMessage::Ping(payload))) => self.wire.pong(&payload).await,
+                    Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
+                    Some(Ok(AggregatedMessage::Close(_))) => {
+                        self.wire.close(CloseCode::Normal, "bye").await;
+                        return;
+                    }
+                    Some(Err(ProtocolError::Overflow)) => {
+                        warn!(session_id = %self.session.id, "data frame over the size limit");
+                        self.wire.close(CloseCode::Size, "frame too large").await;
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        debug!(session_id = %self.session.id, error = %e, "data protocol error");
+                        Err(Cut::Closed)
+                    }
+                },
+                _ = std::future::ready(()), if work.is_some() => match work {
+                    Some(Work::Slot(i)) => self.stream_slot(i).await,
+                    Some(Work::Complete(i)) => self.complete(i).await,
+                    None => Ok(()),
+                },
+                changed = self.progress.changed() => match changed {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(Cut::Closed),
+                },
+            };
+            if result.is_err() {
+                // Dropped by a fault or gone: either way the socket ends
+                // here without a close frame.
+                return;
+            }
+        }
+    }
+
+    /// The subscription furthest behind with an executed slot to send, or
+    /// one that has sent everything of a finished session.
+    fn next_work(&mut self) -> Option<Work> {
+        if self.stalled {
+            return None;
+        }
+        let progress = self.progress.borrow_and_update().clone();
+        let executed = progress.executed_through;
+        let behind = self
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.complete_sent && executed.is_some_and(|e| s.next_slot <= e))
+            .min_by_key(|(_, s)| s.next_slot)
+            .map(|(i, _)| Work::Slot(i));
+        if behind.is_some() || progress.finish.is_none() {
+            return behind;
+        }
+        self.subs
+            .iter()
+            .position(|s| !s.complete_sent)
+            .map(Work::Complete)
+    }
+
+    async fn stream_slot(&mut self, index: usize) -> Result<(), Cut> {
+        let (slot, kind, sub_id, compress) = {
+            let sub = &self.subs[index];
+            (sub.next_slot, sub.kind, sub.id, sub.compress)
+        };
+        if let Some(data) = self.state.ledger.slot(slot) {
+            let program = self.subs[index].program.clone();
+            for tx in data.transactions.iter().filter(|tx| tx.mentions(&program)) {
+                match kind {
+                    Kind::Transaction => {
+                        self.notify(kind, sub_id, compress, &tx.json).await?;
+                    }
+                    Kind::AccountDiff => {
+                        for diff in &tx.diffs {
+                            self.notify(kind, sub_id, compress, &diff.result_json)
+                                .await?;
+                        }
+                    }
+                }
+                if self.stalled {
+                    return Ok(());
+                }
+            }
+        }
+        self.subs[index].next_slot = slot + 1;
+        Ok(())
+    }
+
+    /// Send one notification, unless a data fault fires first.
+    async fn notify(
+        &mut self,
+        kind: Kind,
+        sub_id: u64,
+        compress: bool,
+        result: &str,
+    ) -> Result<(), Cut> {
+        if self.stalled {
+            return Ok(());
+        }
+        let faults = &self.state.config.faults;
+        if faults
+            .data_drop_after
+            .is_some_and(|n| self.notifications >= n)
+            && self.session.faults.claim(kind.drop_fault())
+        {
+            self.wire.fault(kind.drop_fault());
+            return Err(Cut::Dropped);
+        }
+        if faults
+            .data_stall_after
+            .is_some_and(|n| self.notifications >= n)
+            && self.session.faults.claim(kind.stall_fault())
+        {
+            self.wire.fault(kind.stall_fault());
+            self.stalled = true;
+            return Ok(());
+        }
+        let frame = format!(
+            r#"{{"jsonrpc":"2.0","method":"{}","params":{{"subscription":{sub_id},"result":{result}}}}}"#,
+            kind.notification_method()
+        );
+        self.notifications += 1;
+        if compress {
+            let compressor = match &mut self.compressor {
+                Some(c) => c,
+                None => self.compressor.insert(
+                    WsStreamCompressor::new(WS_COMPRESSION_LEVEL).map_err(|_| Cut::Closed)?,
+                ),
+            };
+            let bytes = compressor
+                .compress(frame.as_bytes())
+                .map_err(|_| Cut::Closed)?;
+            self.wire.binary(bytes).await
+        } else {
+            self.wire.text(frame).await
+        }
+    }
+
+    async fn complete(&mut self, index: usize) -> Result<(), Cut> {
+        let sub = &mut self.subs[index];
+        sub.complete_sent = true;
+        let frame = json!({
+            "jsonrpc": "2.0",
+            "method": "subscriptionComplete",
+            "params": {"subscription": sub.id},
+        });
+        self.send_json(frame).await
+    }
+
+    async fn send_json(&mut self, value: Value) -> Result<(), Cut> {
+        self.wire.text(value.to_string()).await
+    }
+
+    async fn request(&mut self, text: &str) -> Result<(), Cut> {
+        let reply = match serde_json::from_str::<Value>(text) {
+            Ok(request) => self.handle(request),
+            Err(e) => rpc_error(Value::Null, -32700, &format!("Parse error: {e}")),
+        };
+        self.send_json(reply).await
+    }
+
+    /// Answer one JSON-RPC request.
+    fn handle(&mut self, request: Value) -> Value {
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        let Some(method) = request.get("method").and_then(Value::as_str) else {
+            return rpc_error(id, -32600, "Invalid request: missing method");
+        };
+        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        match method {
+            "transactionSubscribe" => self.subscribe(id, Kind::Transaction, &params),
+            "accountDiffSubscribe" => self.subscribe(id, Kind::AccountDiff, &params),
+            "transactionUnsubscribe" | "accountDiffUnsubscribe" => {
+                let sub_id = params.get(0).and_then(Value::as_u64);
+                let before = self.subs.len();
+                self.subs.retain(|s| Some(s.id) != sub_id);
+                json!({"jsonrpc": "2.0", "id": id, "result": self.subs.len() < before})
+            }
+            other => rpc_error(id, -32601, &format!("Method not found: {other}")),
+        }
+    }
+
+    fn subscribe(&mut self, id: Value, kind: Kind, params: &Value) -> Value {
+        let program = match kind {
+            Kind::Transaction => params
+                .get(0)
+                .and_then(|filter| filter.get("mentions"))
+                .and_then(Value::as_array)
+                .filter(|m| m.len() == 1)
+                .and_then(|m| m[0].as_str()),
+            Kind::AccountDiff => params.get(0).and_then(Value::as_str),
+        };
+        let Some(program) = program else {
+            let expected = match kind {
+                Kind::Transaction => r#"[{"mentions": [PROGRAM]}, {config}]"#,
+                Kind::AccountDiff => r#"[PROGRAM, {"address_type": "program", ...}]"#,
+            };
+            return rpc_error(id, -32602, &format!("Invalid params: expected {expected}"));
+        };
+        if !is_pubkey(program) {
+            return rpc_error(
+                id,
+                -32602,
+                &format!("Invalid params: `{program}` is not a base58 public key"),
+            );
+        }
+        let config = params.get(1);
+        if kind == Kind::AccountDiff {
+            let address_type = config
+                .and_then(|c| c.get("address_type"))
+                .and_then(Value::as_str);
+            if address_type.is_some_and(|t| t != "program") {
+                return rpc_error(
+                    id,
+                    -32602,
+                    "Invalid params: only address_type \"program\" is supported",
+                );
+            }
+        }
+        if self.subs.len() >= self.state.config.limits.max_subscriptions_per_connection {
+            return rpc_error(id, -32000, "subscription limit reached for this connection");
+        }
+        let options = SubscribeConfig::from_value(config);
+        let start = self.session.spec.start_slot;
+        let next_slot = options
+            .replay_from_slot
+            .map_or(start, |slot| u64::try_from(slot).unwrap_or(0).max(start));
+        let sub_id = self.state.new_connection();
+        self.subs.push(Subscription {
+            id: sub_id,
+            kind,
+            program: program.to_string(),
+            next_slot,
+            compress: options.compression == Some(Compression::Zstd),
+            complete_sent: false,
+        });
+        json!({"jsonrpc": "2.0", "id": id, "result": sub_id})
+    }
+}
+
+fn is_pubkey(text: &str) -> bool {
+    bs58::decode(text)
+        .into_vec()
+        .is_ok_and(|bytes| bytes.len() == 32)
+}
+
+fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
