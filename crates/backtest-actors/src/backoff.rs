@@ -161,11 +161,14 @@ impl ReconnectBudget {
 
     /// The connection that was up went down.
     ///
-    /// If it stayed up for at least `uptime_reset`, the attempt count, the
-    /// backoff and the wall clock start over from `now`. When this drop begins
-    /// a streak (no attempt made yet), the first attempt is immediate. A
-    /// connection that flapped (up for less than `uptime_reset`) continues its
-    /// streak, backoff included, so a flapping server is not hammered.
+    /// The first attempt after the drop of a connection that was up is
+    /// immediate, and the backoff ladder restarts from `initial_backoff`: a
+    /// connection that was just working most likely comes back at once, and
+    /// a resumed stream should not wait a second per drop. What bounds a
+    /// flapping server is the attempt count and the wall clock: they start
+    /// over only when the connection stayed up for at least `uptime_reset`,
+    /// so a connection that keeps dropping soon after coming up still runs
+    /// out of budget.
     ///
     /// Calling this without a preceding [`Self::on_up`] (a failed connect) is
     /// harmless and changes nothing.
@@ -175,14 +178,13 @@ impl ReconnectBudget {
         };
         if now.saturating_duration_since(up_since) >= self.policy.uptime_reset {
             self.attempts = 0;
-            self.next_backoff = self.policy.initial_backoff;
-            self.streak_start = now;
         }
         if self.attempts == 0 {
             // A new streak: its wall clock starts with this failure.
             self.streak_start = now;
-            self.immediate_next = true;
         }
+        self.next_backoff = self.policy.initial_backoff;
+        self.immediate_next = true;
     }
 
     /// Remove time spent parked on the reconnect coordinator from the
@@ -445,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn short_uptime_continues_the_streak() {
+    fn short_uptime_keeps_counting_but_retries_at_once() {
         let (mut b, t0) = budget();
         b.on_up(t0);
         b.on_down(t0 + secs(60));
@@ -455,7 +457,8 @@ mod tests {
         );
         assert_eq!(b.next_attempt(t0 + secs(60), 0.0).unwrap().delay, secs(1));
         assert_eq!(b.next_attempt(t0 + secs(61), 0.0).unwrap().delay, secs(2));
-        // Up for 29 s only: same streak, no immediate retry, backoff continues.
+        // Up for 29 s only: same streak (attempts go on counting), but the
+        // first retry after a drop is immediate and the ladder restarts.
         b.on_up(t0 + secs(63));
         b.on_down(t0 + secs(92));
         let a = b.next_attempt(t0 + secs(92), 0.0).unwrap();
@@ -463,10 +466,11 @@ mod tests {
             a,
             Attempt {
                 number: 4,
-                delay: secs(4),
+                delay: Duration::ZERO,
                 gated: false
             }
         );
+        assert_eq!(b.next_attempt(t0 + secs(92), 0.0).unwrap().delay, secs(1));
         // The wall clock still counts from the first drop at t0+60.
         assert_eq!(b.elapsed(t0 + secs(92)), secs(32));
     }

@@ -93,6 +93,11 @@ pub struct DrainState<Id> {
 }
 
 impl<Id: Ord + Clone> DrainState<Id> {
+    /// Change the idle timeout (applies to the next `poll`).
+    pub fn set_idle_timeout(&mut self, idle_timeout: Duration) {
+        self.idle_timeout = idle_timeout;
+    }
+
     /// A drain that declares a stall after `idle_timeout` of silence.
     pub fn new(idle_timeout: Duration) -> Self {
         Self {

@@ -1,0 +1,473 @@
+//! The control connection actor: one WebSocket to `/backtest`.
+//!
+//! Started by the supervisor with a task: create the session (first
+//! connection) or attach and resume it (every later one, with the last
+//! sequence seen). It forwards every response to the supervisor, keeps the
+//! connection alive with pings, sends the requests it is given, and reports
+//! how the connection ended; then it stops. Policy (retry or not, when) is
+//! the supervisor's.
+
+use std::time::Instant;
+
+use actix::{WeakRecipient, prelude::*};
+use awc::ws::Message;
+use futures::SinkExt as _;
+use simulator_api::{
+    BacktestError, BacktestRequest, BacktestResponse, CreateBacktestSessionRequest,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::{
+    connection::{ConnEnd, Credit, CreditPool},
+    events::SessionInfo,
+    frames::{ControlFrame, parse_control},
+    url,
+    ws::{self, ConnectError, ConnectOptions, Inbound, Reader, Socket},
+};
+
+/// What the connection must do first.
+#[derive(Debug, Clone)]
+pub(crate) enum ControlTask {
+    Create(CreateBacktestSessionRequest),
+    Attach {
+        session_id: String,
+        last_sequence: Option<u64>,
+    },
+}
+
+/// A report from a control connection to its supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ControlReport {
+    pub generation: u64,
+    pub kind: ControlReportKind,
+}
+
+pub(crate) enum ControlReportKind {
+    /// Created (or attached and resumed): the connection is up. `seq` is
+    /// the sequence number of a sequenced `sessionCreated`.
+    Ready {
+        info: SessionInfo,
+        seq: Option<u64>,
+    },
+    /// A response, with its sequence number when sequenced.
+    Frame {
+        seq: Option<u64>,
+        response: BacktestResponse,
+        credit: Option<Credit>,
+    },
+    /// A frame that parsed as neither response form (skipped).
+    Garbage(String),
+    Ended(ConnEnd),
+}
+
+/// Send a request on the connection.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub(crate) struct SendRequest(pub BacktestRequest);
+
+/// Close the session gracefully: `closeBacktestSession`, then a close
+/// frame, within the close timeout.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseSession;
+
+enum Command {
+    Send(BacktestRequest, oneshot::Sender<Result<(), String>>),
+    Close,
+}
+
+pub(crate) struct ControlActor {
+    setup: Option<Setup>,
+    commands: Option<mpsc::Sender<Command>>,
+    report: WeakRecipient<ControlReport>,
+    generation: u64,
+    ended: bool,
+}
+
+/// Everything the connection task needs.
+struct Setup {
+    url: String,
+    http_base: String,
+    options: ConnectOptions,
+    task: ControlTask,
+    report: WeakRecipient<ControlReport>,
+    generation: u64,
+    credits: CreditPool,
+}
+
+impl ControlActor {
+    pub fn new(
+        url: String,
+        options: ConnectOptions,
+        task: ControlTask,
+        report: WeakRecipient<ControlReport>,
+        generation: u64,
+        credits: CreditPool,
+    ) -> Self {
+        let http_base = url::http_base(&url);
+        Self {
+            setup: Some(Setup {
+                url,
+                http_base,
+                options,
+                task,
+                report: report.clone(),
+                generation,
+                credits,
+            }),
+            commands: None,
+            report,
+            generation,
+            ended: false,
+        }
+    }
+
+    fn report_end(&mut self, end: ConnEnd) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        if let Some(report) = self.report.upgrade() {
+            report.do_send(ControlReport {
+                generation: self.generation,
+                kind: ControlReportKind::Ended(end),
+            });
+        }
+    }
+}
+
+impl Actor for ControlActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::channel(8);
+        self.commands = Some(tx);
+        let Some(setup) = self.setup.take() else {
+            ctx.stop();
+            return;
+        };
+        ctx.spawn(run(setup, rx).into_actor(self).map(|end, act, ctx| {
+            act.report_end(end);
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Stopped from outside (its address dropped): the socket is gone.
+        self.report_end(ConnEnd::Orphaned);
+    }
+}
+
+impl Handler<SendRequest> for ControlActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: SendRequest, _: &mut Self::Context) -> Self::Result {
+        let commands = self.commands.clone();
+        Box::pin(async move {
+            let commands = commands.ok_or("control connection not started")?;
+            let (tx, rx) = oneshot::channel();
+            commands
+                .send(Command::Send(msg.0, tx))
+                .await
+                .map_err(|_| "control connection ended".to_string())?;
+            rx.await
+                .map_err(|_| "control connection ended".to_string())?
+        })
+    }
+}
+
+impl Handler<CloseSession> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseSession, _: &mut Self::Context) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.try_send(Command::Close);
+        }
+    }
+}
+
+/// The connection's life: connect, handshake, then serve until it ends.
+async fn run(setup: Setup, mut commands: mpsc::Receiver<Command>) -> ConnEnd {
+    let mut socket = match ws::connect(&setup.url, &setup.options, true).await {
+        Ok(socket) => socket,
+        Err(ConnectError::Unauthorized(code)) => {
+            return ConnEnd::Fatal(format!("the server refused the API key (HTTP {code})"));
+        }
+        Err(e) => return ConnEnd::Lost(format!("connect: {e}")),
+    };
+    let mut conn = Conn {
+        reader: Reader::new(&setup.options),
+        setup,
+        last_inbound: Instant::now(),
+    };
+    if let Err(end) = conn.handshake(&mut socket).await {
+        return end;
+    }
+    conn.serve(&mut socket, &mut commands).await
+}
+
+struct Conn {
+    setup: Setup,
+    reader: Reader,
+    last_inbound: Instant,
+}
+
+/// What a handshake waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Created,
+    Attached,
+    Resumed,
+}
+
+impl Conn {
+    fn report(&self, kind: ControlReportKind) -> Result<(), ConnEnd> {
+        let report = self.setup.report.upgrade().ok_or(ConnEnd::Orphaned)?;
+        report.do_send(ControlReport {
+            generation: self.setup.generation,
+            kind,
+        });
+        Ok(())
+    }
+
+    async fn send(&self, socket: &mut Socket, request: &BacktestRequest) -> Result<(), ConnEnd> {
+        let text = serde_json::to_string(request)
+            .map_err(|e| ConnEnd::Fatal(format!("cannot encode request: {e}")))?;
+        ws::send_text(socket, text).await.map_err(ConnEnd::Lost)
+    }
+
+    async fn handshake(&mut self, socket: &mut Socket) -> Result<(), ConnEnd> {
+        let (seq, response) = match self.setup.task.clone() {
+            ControlTask::Create(create) => {
+                self.send(socket, &BacktestRequest::CreateBacktestSession(create))
+                    .await?;
+                self.await_response(socket, Awaiting::Created).await?
+            }
+            ControlTask::Attach {
+                session_id,
+                last_sequence,
+            } => {
+                self.send(
+                    socket,
+                    &BacktestRequest::AttachBacktestSession {
+                        session_id,
+                        last_sequence,
+                    },
+                )
+                .await?;
+                let attached = self.await_response(socket, Awaiting::Attached).await?;
+                self.send(socket, &BacktestRequest::ResumeAttachedSession)
+                    .await?;
+                self.await_response(socket, Awaiting::Resumed).await?;
+                attached
+            }
+        };
+        let (BacktestResponse::SessionCreated {
+            session_id,
+            rpc_endpoint,
+            task_id,
+        }
+        | BacktestResponse::SessionAttached {
+            session_id,
+            rpc_endpoint,
+            task_id,
+        }) = response
+        else {
+            return Err(ConnEnd::Fatal("handshake ended without a session".into()));
+        };
+        let rpc_endpoint = url::resolve_rpc_endpoint(&self.setup.http_base, &rpc_endpoint)
+            .map_err(|e| ConnEnd::Fatal(format!("bad rpc_endpoint: {e}")))?;
+        self.report(ControlReportKind::Ready {
+            info: SessionInfo {
+                session_id,
+                rpc_endpoint,
+                task_id,
+            },
+            seq,
+        })
+    }
+
+    /// Read until the awaited handshake response and return it, forwarding
+    /// everything else (responses before `sessionCreated` or replayed after
+    /// `sessionAttached` are events, not noise). Each response is awaited
+    /// at most the handshake timeout.
+    async fn await_response(
+        &mut self,
+        socket: &mut Socket,
+        awaiting: Awaiting,
+    ) -> Result<(Option<u64>, BacktestResponse), ConnEnd> {
+        let timeout = self.setup.options.handshake_timeout;
+        loop {
+            let message = tokio::time::timeout(timeout, self.reader.next(socket))
+                .await
+                .map_err(|_| ConnEnd::Lost(format!("no handshake response within {timeout:?}")))?
+                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+            let Some((seq, response)) = self.response_of(socket, message).await? else {
+                continue;
+            };
+            let awaited = matches!(
+                (awaiting, &response),
+                (Awaiting::Created, BacktestResponse::SessionCreated { .. })
+                    | (Awaiting::Attached, BacktestResponse::SessionAttached { .. })
+                    | (Awaiting::Resumed, BacktestResponse::Success)
+            );
+            if awaited {
+                return Ok((seq, response));
+            }
+            // An unsequenced error answers the handshake request; a
+            // sequenced one is replayed history and goes to the consumer.
+            match (awaiting, seq, response) {
+                (Awaiting::Created, _, BacktestResponse::Error(error))
+                | (_, None, BacktestResponse::Error(error)) => {
+                    return Err(handshake_error(awaiting, error));
+                }
+                (_, seq, response) => self.forward(seq, response).await?,
+            }
+        }
+    }
+
+    /// Turn a message into a response; `None` for pings and garbage.
+    async fn response_of(
+        &mut self,
+        socket: &mut Socket,
+        message: Inbound,
+    ) -> Result<Option<(Option<u64>, BacktestResponse)>, ConnEnd> {
+        self.last_inbound = Instant::now();
+        let bytes = match message {
+            Inbound::Text(bytes) | Inbound::Binary(bytes) => bytes,
+            Inbound::Ping(payload) => {
+                let _ = socket.send(Message::Pong(payload)).await;
+                return Ok(None);
+            }
+            Inbound::Close(code, reason) => return Err(closed_by_server(code, &reason)),
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            self.report(ControlReportKind::Garbage("non-UTF-8 frame".into()))?;
+            return Ok(None);
+        };
+        Ok(match parse_control(text) {
+            ControlFrame::Sequenced { seq, response } => Some((Some(seq), response)),
+            ControlFrame::Plain(response) => Some((None, response)),
+            ControlFrame::Garbage(reason) => {
+                self.report(ControlReportKind::Garbage(reason))?;
+                None
+            }
+        })
+    }
+
+    /// Hand a response to the supervisor once credit allows.
+    async fn forward(&self, seq: Option<u64>, response: BacktestResponse) -> Result<(), ConnEnd> {
+        let credit = self
+            .setup
+            .credits
+            .acquire()
+            .await
+            .ok_or(ConnEnd::Orphaned)?;
+        self.report(ControlReportKind::Frame {
+            seq,
+            response,
+            credit: Some(credit),
+        })
+    }
+
+    async fn serve(
+        &mut self,
+        socket: &mut Socket,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> ConnEnd {
+        let options = self.setup.options.clone();
+        let mut ping = tokio::time::interval(options.keepalive_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        self.last_inbound = Instant::now();
+        loop {
+            tokio::select! {
+                message = self.reader.next(socket) => {
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(e) => return ConnEnd::Lost(e.to_string()),
+                    };
+                    let (seq, response) = match self.response_of(socket, message).await {
+                        Ok(Some(pair)) => pair,
+                        Ok(None) => continue,
+                        Err(end) => return end,
+                    };
+                    if let Err(end) = self.forward(seq, response).await {
+                        return end;
+                    }
+                    // Waiting for credit is not silence from the server.
+                    self.last_inbound = Instant::now();
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Send(request, done)) => {
+                        let result = self.send(socket, &request).await;
+                        let lost = result.as_ref().err().cloned();
+                        let _ = done.send(result.map_err(|e| match e {
+                            ConnEnd::Lost(reason) | ConnEnd::Fatal(reason) => reason,
+                            other => format!("{other:?}"),
+                        }));
+                        if let Some(end) = lost {
+                            return end;
+                        }
+                    }
+                    Some(Command::Close) | None => {
+                        self.graceful_close(socket).await;
+                        return ConnEnd::Closed;
+                    }
+                },
+                _ = ping.tick() => {
+                    if self.last_inbound.elapsed() >= options.keepalive_dead_after {
+                        return ConnEnd::Lost(format!(
+                            "no frame from the server for {:?}",
+                            options.keepalive_dead_after
+                        ));
+                    }
+                    if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                        return ConnEnd::Lost("keepalive ping failed".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `closeBacktestSession` then a close frame, together within the
+    /// close timeout, so the server reaps the runtime at once.
+    async fn graceful_close(&self, socket: &mut Socket) {
+        let timeout = self.setup.options.close_timeout;
+        let closing = async {
+            if self
+                .send(socket, &BacktestRequest::CloseBacktestSession)
+                .await
+                .is_ok()
+            {
+                ws::close(socket, timeout).await;
+            }
+        };
+        if tokio::time::timeout(timeout, closing).await.is_err() {
+            warn!("graceful close did not finish within {timeout:?}");
+        }
+        debug!("control connection closed");
+    }
+}
+
+fn handshake_error(awaiting: Awaiting, error: BacktestError) -> ConnEnd {
+    let step = match awaiting {
+        Awaiting::Created => "create",
+        Awaiting::Attached => "attach",
+        Awaiting::Resumed => "resume",
+    };
+    if crate::frames::is_attach_transient(&error) && awaiting != Awaiting::Created {
+        ConnEnd::Lost(format!("{step}: {error}"))
+    } else {
+        ConnEnd::Fatal(format!("{step}: {error}"))
+    }
+}
+
+fn closed_by_server(code: Option<u16>, reason: &str) -> ConnEnd {
+    match code {
+        Some(1012) => ConnEnd::Lost(format!("server restarting (close 1012) {reason}")),
+        Some(code) => ConnEnd::Lost(format!("closed by the server (code {code}) {reason}")),
+        None => ConnEnd::Lost("closed by the server".into()),
+    }
+}

@@ -1,0 +1,57 @@
+//! Where supervisors run: on the caller's actix arbiter when there is one,
+//! else on a background actix system owned by this library (one thread,
+//! started on first use), so the async facades work from plain tokio.
+
+use std::sync::OnceLock;
+
+use actix::Addr;
+use actix_rt::ArbiterHandle;
+use tokio::sync::oneshot;
+
+use crate::{SessionSupervisor, SupervisorBuilder, events::ManagedSessionError};
+
+fn background_arbiter() -> Option<&'static ArbiterHandle> {
+    static ARBITER: OnceLock<Option<ArbiterHandle>> = OnceLock::new();
+    ARBITER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("backtest-actors".into())
+                .spawn(move || {
+                    let system = actix_rt::System::new();
+                    let _ = tx.send(actix_rt::Arbiter::current());
+                    system.run()
+                });
+            match spawned {
+                Ok(_) => rx.recv().ok(),
+                Err(_) => None,
+            }
+        })
+        .as_ref()
+}
+
+/// Start a supervisor from a builder wherever the caller can reach one.
+pub(crate) async fn start_supervisor(
+    builder: SupervisorBuilder,
+) -> Result<Addr<SessionSupervisor>, ManagedSessionError> {
+    // Inside an actix system (actix_rt::main, actix_rt::test, an actix-web
+    // app): start on the current arbiter.
+    if actix_rt::Arbiter::try_current().is_some() {
+        return Ok(builder.start());
+    }
+    let arbiter = background_arbiter().ok_or_else(|| {
+        ManagedSessionError::Create("cannot start the background actix system".into())
+    })?;
+    let (tx, rx) = oneshot::channel();
+    let spawned = arbiter.spawn_fn(move || {
+        let _ = tx.send(builder.start());
+    });
+    if !spawned {
+        return Err(ManagedSessionError::Create(
+            "the background actix system has stopped".into(),
+        ));
+    }
+    rx.await.map_err(|_| {
+        ManagedSessionError::Create("the background actix system dropped the start".into())
+    })
+}

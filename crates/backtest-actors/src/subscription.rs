@@ -1,0 +1,495 @@
+//! The subscription connection actor: one data-plane WebSocket carrying one
+//! subscription per program, all of one kind (transactions or account
+//! diffs).
+//!
+//! It subscribes every program with its replay cursor and zstd requested,
+//! keeps notifications that arrive between acks (in order, ahead of live
+//! frames), decodes Binary frames with one bounded zstd stream per
+//! connection, decodes payloads (off the supervisor), tracks
+//! `subscriptionComplete`, and hands notifications to the supervisor in
+//! batches as flow-control credit allows. With no credit it stops reading,
+//! so the server is pushed back and memory stays bounded.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use actix::{WeakRecipient, prelude::*};
+use awc::ws::Message;
+use futures::{FutureExt as _, SinkExt as _};
+use serde_json::json;
+use simulator_api::subscribe_config::{Compression, SubscribeConfig};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::{
+    connection::{ConnEnd, Credit, CreditPool},
+    dedup::DiffKey,
+    events::ManagedEvent,
+    frames::{
+        BoundedZstdStream, DataFrame, DecompressError, NotificationKind, decode_account_diff,
+        decode_transaction, parse_data, transaction_signature,
+    },
+    ws::{self, ConnectOptions, Inbound, Reader, Socket},
+};
+
+/// Largest number of notifications handed over in one message.
+const BATCH: usize = 64;
+
+/// What a notification is deduplicated by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum DedupKey {
+    Signature(String),
+    Diff(DiffKey),
+}
+
+/// One decoded notification on its way to the consumer.
+#[derive(Debug)]
+pub(crate) struct DataItem {
+    pub program: Arc<str>,
+    pub slot: u64,
+    /// `None` when the payload carries nothing to identify it by: delivered
+    /// as is.
+    pub key: Option<DedupKey>,
+    pub event: ManagedEvent,
+    pub credit: Credit,
+}
+
+/// A report from a subscription connection to its supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SubscriptionReport {
+    pub index: usize,
+    pub generation: u64,
+    pub kind: SubscriptionReportKind,
+}
+
+pub(crate) enum SubscriptionReportKind {
+    /// Every program is subscribed.
+    Up,
+    Batch(Vec<DataItem>),
+    /// A frame or payload that could not be decoded (skipped).
+    Undecodable,
+    Ended(ConnEnd),
+}
+
+/// Close the connection (a close frame, then stop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopSubscription;
+
+/// Everything a subscription connection needs.
+pub(crate) struct SubscriptionSetup {
+    pub index: usize,
+    pub generation: u64,
+    pub kind: NotificationKind,
+    pub ws_url: String,
+    /// Programs with their replay cursors (`replayFromSlot`, inclusive).
+    pub programs: Vec<(String, Option<u64>)>,
+    pub options: ConnectOptions,
+    pub credits: CreditPool,
+    pub report: WeakRecipient<SubscriptionReport>,
+    /// Notifications kept while acks are awaited, at most.
+    pub max_pending: usize,
+}
+
+pub(crate) struct SubscriptionActor {
+    setup: Option<SubscriptionSetup>,
+    stop: Option<mpsc::Sender<()>>,
+    report: WeakRecipient<SubscriptionReport>,
+    index: usize,
+    generation: u64,
+    ended: bool,
+}
+
+impl SubscriptionActor {
+    pub fn new(setup: SubscriptionSetup) -> Self {
+        Self {
+            report: setup.report.clone(),
+            index: setup.index,
+            generation: setup.generation,
+            setup: Some(setup),
+            stop: None,
+            ended: false,
+        }
+    }
+
+    fn report_end(&mut self, end: ConnEnd) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        if let Some(report) = self.report.upgrade() {
+            report.do_send(SubscriptionReport {
+                index: self.index,
+                generation: self.generation,
+                kind: SubscriptionReportKind::Ended(end),
+            });
+        }
+    }
+}
+
+impl Actor for SubscriptionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::channel(1);
+        self.stop = Some(tx);
+        let Some(setup) = self.setup.take() else {
+            ctx.stop();
+            return;
+        };
+        ctx.spawn(run(setup, rx).into_actor(self).map(|end, act, ctx| {
+            act.report_end(end);
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.report_end(ConnEnd::Orphaned);
+    }
+}
+
+impl Handler<StopSubscription> for SubscriptionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopSubscription, _: &mut Self::Context) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.try_send(());
+        }
+    }
+}
+
+async fn run(setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> ConnEnd {
+    let mut socket = match ws::connect(&setup.ws_url, &setup.options, false).await {
+        Ok(socket) => socket,
+        Err(e) => return ConnEnd::Lost(format!("connect {}: {e}", setup.ws_url)),
+    };
+    let decoder = match BoundedZstdStream::new(setup.options.max_frame_bytes) {
+        Ok(decoder) => decoder,
+        Err(e) => return ConnEnd::Fatal(format!("zstd decoder: {e}")),
+    };
+    let mut conn = Conn {
+        reader: Reader::new(&setup.options),
+        subs: HashMap::new(),
+        completed: HashSet::new(),
+        decoder,
+        batch: Vec::new(),
+        last_inbound: Instant::now(),
+        setup,
+    };
+    let pending = match conn.subscribe(&mut socket).await {
+        Ok(pending) => pending,
+        Err(end) => return end,
+    };
+    if let Err(end) = conn.report(SubscriptionReportKind::Up) {
+        return end;
+    }
+    for message in pending {
+        match conn.process(&mut socket, message).await {
+            Ok(Step::Continue) => {}
+            Ok(Step::AllComplete) => return conn.finish(ConnEnd::Complete, &mut socket).await,
+            Err(end) => return end,
+        }
+    }
+    if let Err(end) = conn.flush() {
+        return end;
+    }
+    conn.serve(&mut socket, &mut stop).await
+}
+
+enum Step {
+    Continue,
+    AllComplete,
+}
+
+struct Conn {
+    setup: SubscriptionSetup,
+    reader: Reader,
+    /// Server subscription id → program.
+    subs: HashMap<u64, Arc<str>>,
+    /// Subscriptions that delivered `subscriptionComplete`.
+    completed: HashSet<u64>,
+    decoder: BoundedZstdStream,
+    batch: Vec<DataItem>,
+    last_inbound: Instant,
+}
+
+impl Conn {
+    fn report(&self, kind: SubscriptionReportKind) -> Result<(), ConnEnd> {
+        let report = self.setup.report.upgrade().ok_or(ConnEnd::Orphaned)?;
+        report.do_send(SubscriptionReport {
+            index: self.setup.index,
+            generation: self.setup.generation,
+            kind,
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnEnd> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.report(SubscriptionReportKind::Batch(batch))
+    }
+
+    /// Subscribe each program in turn (request ids 1, 2, ...). Returns the
+    /// notifications that arrived between acks, to be processed first.
+    async fn subscribe(&mut self, socket: &mut Socket) -> Result<Vec<Inbound>, ConnEnd> {
+        let mut pending = Vec::new();
+        let programs = self.setup.programs.clone();
+        for (index, (program, cursor)) in programs.iter().enumerate() {
+            let id = index as u64 + 1;
+            let mut params = match self.setup.kind {
+                NotificationKind::Transaction => {
+                    json!([{"mentions": [program]}, {"commitment": "confirmed"}])
+                }
+                NotificationKind::AccountDiff => json!([program, {"address_type": "program"}]),
+            };
+            SubscribeConfig {
+                replay_from_slot: cursor.and_then(|slot| i64::try_from(slot).ok()),
+                compression: Some(Compression::Zstd),
+            }
+            .apply_to(&mut params);
+            let request = json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "method": self.setup.kind.subscribe_method(),
+                "params": params,
+            });
+            ws::send_text(socket, request.to_string())
+                .await
+                .map_err(ConnEnd::Lost)?;
+            let sub_id = self.await_ack(socket, id, program, &mut pending).await?;
+            self.subs.insert(sub_id, Arc::from(program.as_str()));
+        }
+        debug!(kind = ?self.setup.kind, count = self.subs.len(), "subscribed");
+        Ok(pending)
+    }
+
+    async fn await_ack(
+        &mut self,
+        socket: &mut Socket,
+        id: u64,
+        program: &str,
+        pending: &mut Vec<Inbound>,
+    ) -> Result<u64, ConnEnd> {
+        let timeout = self.setup.options.handshake_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.reader.next(socket))
+                .await
+                .map_err(|_| ConnEnd::Lost(format!("no subscribe ack within {timeout:?}")))?
+                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+            match &message {
+                Inbound::Text(bytes) => {
+                    if let Ok(text) = std::str::from_utf8(bytes)
+                        && let DataFrame::Ack { id: ack_id, result } = parse_data(text)
+                    {
+                        if ack_id != id {
+                            continue;
+                        }
+                        return result.map_err(|e| {
+                            ConnEnd::Fatal(format!(
+                                "{} for {program} rejected: {e}",
+                                self.setup.kind.subscribe_method()
+                            ))
+                        });
+                    }
+                }
+                Inbound::Ping(payload) => {
+                    let _ = socket.send(Message::Pong(payload.clone())).await;
+                    continue;
+                }
+                Inbound::Close(code, reason) => {
+                    return Err(ConnEnd::Lost(format!(
+                        "closed during subscribe (code {code:?}) {reason}"
+                    )));
+                }
+                Inbound::Binary(_) => {}
+            }
+            if pending.len() >= self.setup.max_pending {
+                return Err(ConnEnd::Fatal(format!(
+                    "more than {} notifications arrived before the subscribe acks",
+                    self.setup.max_pending
+                )));
+            }
+            pending.push(message);
+        }
+    }
+
+    async fn serve(&mut self, socket: &mut Socket, stop: &mut mpsc::Receiver<()>) -> ConnEnd {
+        let options = self.setup.options.clone();
+        let mut ping = tokio::time::interval(options.keepalive_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        self.last_inbound = Instant::now();
+        loop {
+            tokio::select! {
+                message = self.reader.next(socket) => {
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(e) => return self.finish(ConnEnd::Lost(e.to_string()), socket).await,
+                    };
+                    match self.process_ready(socket, message).await {
+                        Ok(Step::Continue) => {}
+                        Ok(Step::AllComplete) => return self.finish(ConnEnd::Complete, socket).await,
+                        Err(end) => return self.finish(end, socket).await,
+                    }
+                }
+                _ = stop.recv() => {
+                    return self.finish(ConnEnd::Closed, socket).await;
+                }
+                _ = ping.tick() => {
+                    if self.last_inbound.elapsed() >= options.keepalive_dead_after {
+                        return self.finish(ConnEnd::Lost(format!(
+                            "no frame from the server for {:?}",
+                            options.keepalive_dead_after
+                        )), socket).await;
+                    }
+                    if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                        return self.finish(ConnEnd::Lost("keepalive ping failed".into()), socket).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Process a message and whatever else is already readable (up to a
+    /// batch), then hand the batch over.
+    async fn process_ready(
+        &mut self,
+        socket: &mut Socket,
+        first: Inbound,
+    ) -> Result<Step, ConnEnd> {
+        let mut message = first;
+        loop {
+            if let Step::AllComplete = self.process(socket, message).await? {
+                return Ok(Step::AllComplete);
+            }
+            if self.batch.len() >= BATCH {
+                break;
+            }
+            match self.reader.next(socket).now_or_never() {
+                Some(Ok(next)) => message = next,
+                Some(Err(e)) => {
+                    self.flush()?;
+                    return Err(ConnEnd::Lost(e.to_string()));
+                }
+                None => break,
+            }
+        }
+        self.flush()?;
+        Ok(Step::Continue)
+    }
+
+    /// Hand over what was decoded, then close politely.
+    async fn finish(&mut self, end: ConnEnd, socket: &mut Socket) -> ConnEnd {
+        if let Err(orphaned) = self.flush() {
+            return orphaned;
+        }
+        if matches!(end, ConnEnd::Complete | ConnEnd::Closed) {
+            ws::close(socket, self.setup.options.close_timeout).await;
+        }
+        end
+    }
+
+    async fn process(&mut self, socket: &mut Socket, message: Inbound) -> Result<Step, ConnEnd> {
+        self.last_inbound = Instant::now();
+        let text = match message {
+            Inbound::Text(bytes) => match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => text,
+                Err(_) => return self.undecodable("non-UTF-8 text frame"),
+            },
+            Inbound::Binary(bytes) => match self.decoder.decode(&bytes) {
+                Ok(decoded) => match std::str::from_utf8(decoded) {
+                    Ok(text) => text.to_string(),
+                    Err(_) => return self.undecodable("decompressed frame is not UTF-8"),
+                },
+                Err(DecompressError::TooLarge { limit }) => {
+                    return Err(ConnEnd::Fatal(format!(
+                        "a compressed notification decompresses to more than {limit} bytes"
+                    )));
+                }
+                Err(e) => return Err(ConnEnd::Lost(format!("zstd stream: {e}"))),
+            },
+            Inbound::Ping(payload) => {
+                let _ = socket.send(Message::Pong(payload)).await;
+                return Ok(Step::Continue);
+            }
+            Inbound::Close(code, reason) => {
+                return Err(ConnEnd::Lost(format!(
+                    "closed by the server (code {code:?}) {reason}"
+                )));
+            }
+        };
+        match parse_data(&text) {
+            DataFrame::Notification {
+                method,
+                subscription,
+                result,
+            } if method == self.setup.kind => {
+                let Some(program) = self.subs.get(&subscription).cloned() else {
+                    return Ok(Step::Continue);
+                };
+                let decoded = match method {
+                    NotificationKind::Transaction => decode_transaction(&result).map(|tx| {
+                        let key = transaction_signature(&tx).map(DedupKey::Signature);
+                        (tx.slot, key, ManagedEvent::Transaction(Box::new(tx)))
+                    }),
+                    NotificationKind::AccountDiff => decode_account_diff(&result).map(|diff| {
+                        (
+                            diff.context.slot,
+                            Some(DedupKey::Diff(diff.dedup_key())),
+                            ManagedEvent::AccountDiff(diff),
+                        )
+                    }),
+                };
+                let (slot, key, event) = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(e) => return self.undecodable(&format!("notification payload: {e}")),
+                };
+                let credit = match self.setup.credits.try_acquire() {
+                    Some(credit) => credit,
+                    None => {
+                        // Hand over what is held so the consumer can free
+                        // credit, then wait for it without reading.
+                        self.flush()?;
+                        self.setup
+                            .credits
+                            .acquire()
+                            .await
+                            .ok_or(ConnEnd::Orphaned)?
+                    }
+                };
+                self.batch.push(DataItem {
+                    program,
+                    slot,
+                    key,
+                    event,
+                    credit,
+                });
+                Ok(Step::Continue)
+            }
+            DataFrame::Complete { subscription } => {
+                if self.subs.contains_key(&subscription) {
+                    self.completed.insert(subscription);
+                    if self.completed.len() == self.subs.len() {
+                        return Ok(Step::AllComplete);
+                    }
+                }
+                Ok(Step::Continue)
+            }
+            DataFrame::Ack { .. } | DataFrame::Notification { .. } => Ok(Step::Continue),
+            DataFrame::Other => self.undecodable("unrecognised data frame"),
+        }
+    }
+
+    fn undecodable(&self, what: &str) -> Result<Step, ConnEnd> {
+        warn!(kind = ?self.setup.kind, "skipping undecodable frame: {what}");
+        self.report(SubscriptionReportKind::Undecodable)?;
+        Ok(Step::Continue)
+    }
+}
