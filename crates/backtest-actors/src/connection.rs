@@ -38,15 +38,10 @@ impl CreditPool {
         Self(Arc::new(Semaphore::new(size.max(1))))
     }
 
-    /// Wait for one unit of credit. `None` only if the pool was closed,
-    /// which happens when the session is shutting down.
+    /// Wait for one unit of credit. `None` only if the pool was closed
+    /// (it never is while the session lives).
     pub async fn acquire(&self) -> Option<Credit> {
         self.0.clone().acquire_owned().await.ok().map(Credit)
-    }
-
-    /// Close the pool: waiters wake with `None`.
-    pub fn close(&self) {
-        self.0.close();
     }
 
     /// Take credit without waiting, if any is left.

@@ -340,6 +340,7 @@ impl Conn {
                 let _ = socket.send(Message::Pong(payload)).await;
                 return Ok(None);
             }
+            Inbound::Pong => return Ok(None),
             Inbound::Close(code, reason) => return Err(closed_by_server(code, &reason)),
         };
         let Ok(text) = std::str::from_utf8(&bytes) else {
@@ -376,6 +377,20 @@ impl Conn {
         socket: &mut Socket,
         commands: &mut mpsc::Receiver<Command>,
     ) -> ConnEnd {
+        let end = self.serve_until_end(socket, commands).await;
+        if end == ConnEnd::Orphaned {
+            // Nobody will drive the session any more (every address of the
+            // supervisor was dropped): close it so the server reaps it now.
+            self.graceful_close(socket).await;
+        }
+        end
+    }
+
+    async fn serve_until_end(
+        &mut self,
+        socket: &mut Socket,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> ConnEnd {
         let options = self.setup.options.clone();
         let mut ping = tokio::time::interval(options.keepalive_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -383,6 +398,25 @@ impl Conn {
         self.last_inbound = Instant::now();
         loop {
             tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Send(request, done)) => {
+                        let result = self.send(socket, &request).await;
+                        let lost = result.as_ref().err().cloned();
+                        let _ = done.send(result.map_err(|e| match e {
+                            ConnEnd::Lost(reason) | ConnEnd::Fatal(reason) => reason,
+                            other => format!("{other:?}"),
+                        }));
+                        if let Some(end) = lost {
+                            return end;
+                        }
+                    }
+                    Some(Command::Close) => {
+                        self.graceful_close(socket).await;
+                        return ConnEnd::Closed;
+                    }
+                    None => return ConnEnd::Orphaned,
+                },
                 message = self.reader.next(socket) => {
                     let message = match message {
                         Ok(message) => message,
@@ -399,23 +433,6 @@ impl Conn {
                     // Waiting for credit is not silence from the server.
                     self.last_inbound = Instant::now();
                 }
-                command = commands.recv() => match command {
-                    Some(Command::Send(request, done)) => {
-                        let result = self.send(socket, &request).await;
-                        let lost = result.as_ref().err().cloned();
-                        let _ = done.send(result.map_err(|e| match e {
-                            ConnEnd::Lost(reason) | ConnEnd::Fatal(reason) => reason,
-                            other => format!("{other:?}"),
-                        }));
-                        if let Some(end) = lost {
-                            return end;
-                        }
-                    }
-                    Some(Command::Close) | None => {
-                        self.graceful_close(socket).await;
-                        return ConnEnd::Closed;
-                    }
-                },
                 _ = ping.tick() => {
                     if self.last_inbound.elapsed() >= options.keepalive_dead_after {
                         return ConnEnd::Lost(format!(

@@ -303,6 +303,7 @@ impl Conn {
                     let _ = socket.send(Message::Pong(payload.clone())).await;
                     continue;
                 }
+                Inbound::Pong => continue,
                 Inbound::Close(code, reason) => {
                     return Err(ConnEnd::Lost(format!(
                         "closed during subscribe (code {code:?}) {reason}"
@@ -387,10 +388,11 @@ impl Conn {
 
     /// Hand over what was decoded, then close politely.
     async fn finish(&mut self, end: ConnEnd, socket: &mut Socket) -> ConnEnd {
-        if let Err(orphaned) = self.flush() {
-            return orphaned;
-        }
-        if matches!(end, ConnEnd::Complete | ConnEnd::Closed) {
+        let end = match self.flush() {
+            Ok(()) => end,
+            Err(orphaned) => orphaned,
+        };
+        if matches!(end, ConnEnd::Complete | ConnEnd::Closed | ConnEnd::Orphaned) {
             ws::close(socket, self.setup.options.close_timeout).await;
         }
         end
@@ -419,6 +421,7 @@ impl Conn {
                 let _ = socket.send(Message::Pong(payload)).await;
                 return Ok(Step::Continue);
             }
+            Inbound::Pong => return Ok(Step::Continue),
             Inbound::Close(code, reason) => {
                 return Err(ConnEnd::Lost(format!(
                     "closed by the server (code {code:?}) {reason}"

@@ -241,6 +241,7 @@ impl SessionSupervisor {
         let reason = match end {
             ConnEnd::Closed | ConnEnd::Complete => {
                 self.control.state = ConnectionState::Closed;
+                self.maybe_finish_shutdown(ctx);
                 return;
             }
             _ if self.shutting_down => {
@@ -651,6 +652,9 @@ impl SessionSupervisor {
     // ----- event delivery --------------------------------------------------
 
     fn enqueue(&mut self, event: ManagedEvent, credit: Option<Credit>, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
         self.queue.push_back(Queued {
             event,
             _credit: credit,
@@ -754,12 +758,9 @@ impl SessionSupervisor {
             if let Some((_, tx)) = self.pending_continue.take() {
                 let _ = tx.send(Err(ManagedSessionError::Cancelled));
             }
-            // Connections waiting for credit wake up and end.
+            // Dropping the queue frees its credit: connections waiting for
+            // credit read on, see the close request and close.
             self.queue.clear();
-            self.control.credits.close();
-            for sub in &self.subs {
-                sub.credits.close();
-            }
             self.close_connections();
         }
         self.maybe_finish_shutdown(ctx);
@@ -825,10 +826,6 @@ impl Actor for SessionSupervisor {
         // The connection actors finish their graceful close on their own.
         if !self.shutting_down {
             self.shutting_down = true;
-            self.control.credits.close();
-            for sub in &self.subs {
-                sub.credits.close();
-            }
             self.close_connections();
         }
         Running::Stop

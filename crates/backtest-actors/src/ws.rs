@@ -134,6 +134,8 @@ pub(crate) enum Inbound {
     Text(Bytes),
     Binary(Bytes),
     Ping(Bytes),
+    /// A keepalive answer: the peer is alive.
+    Pong,
     /// The peer closed, with its close code if any.
     Close(Option<u16>, String),
 }
@@ -175,7 +177,7 @@ impl Reader {
         }
     }
 
-    /// The next message (pongs skipped).
+    /// The next message.
     pub async fn next(&mut self, socket: &mut Socket) -> Result<Inbound, ReadError> {
         loop {
             let frame = match socket.next().await {
@@ -207,7 +209,7 @@ impl Reader {
                 Some(Inbound::Binary(bytes))
             }
             Frame::Ping(payload) => Some(Inbound::Ping(payload)),
-            Frame::Pong(_) => None,
+            Frame::Pong(_) => Some(Inbound::Pong),
             Frame::Close(reason) => Some(Inbound::Close(
                 reason.as_ref().map(|r| u16::from(r.code)),
                 reason.and_then(|r| r.description).unwrap_or_default(),
