@@ -10,6 +10,44 @@
 //! facade with the signatures of crates.io `simulator-client`'s managed
 //! session, usable from any async context.
 //!
+//! ```
+//! use backtest_actors::{
+//!     Continue, ManagedEvent, NextEvent, SessionSupervisor, SubscribeTransactions, WaitSession,
+//! };
+//! use simulator_api::{ContinueParams, CreateSessionParams};
+//!
+//! // A reference server on a free loopback port stands in for the service.
+//! let server = backtest_server::RunningServer::spawn(
+//!     backtest_server::ServerConfig::default(),
+//!     "127.0.0.1:0".parse().unwrap(),
+//! )
+//! .unwrap();
+//! let programs = server.state().ledger.programs().to_vec();
+//! let create: CreateSessionParams =
+//!     serde_json::from_value(serde_json::json!({"startSlot": 1000, "endSlot": 1009})).unwrap();
+//!
+//! actix_rt::System::new().block_on(async move {
+//!     let session = SessionSupervisor::builder(server.control_url(), "my-api-key", create).start();
+//!     let info = session.send(WaitSession).await.unwrap().unwrap();
+//!     println!("session {}", info.session_id);
+//!     session.send(SubscribeTransactions { programs }).await.unwrap().unwrap();
+//!
+//!     let mut transactions = 0;
+//!     // `Ok(None)`: the stream ended after `Completed`.
+//!     while let Some(event) = session.send(NextEvent).await.unwrap().unwrap() {
+//!         match event {
+//!             ManagedEvent::ReadyForContinue => {
+//!                 let step = ContinueParams { advance_count: 5, ..ContinueParams::default() };
+//!                 session.send(Continue(step)).await.unwrap().unwrap();
+//!             }
+//!             ManagedEvent::Transaction(_) => transactions += 1,
+//!             _ => {}
+//!         }
+//!     }
+//!     assert_eq!(transactions, 10 * 8);
+//! });
+//! ```
+//!
 //! The pure parts live in plain modules without actix or sockets, so their
 //! rules are unit-tested exactly:
 //!

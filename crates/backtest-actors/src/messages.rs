@@ -46,9 +46,10 @@ pub struct ContinueTo(pub ContinueToParams);
 #[rtype(result = "Result<Option<ManagedEvent>, ManagedSessionError>")]
 pub struct NextEvent;
 
-/// Wait until the session has ended: `Ok` once `Completed` was queued for
-/// the consumer (after the drain), or the reason it failed. Useful with a
-/// push recipient, which sees events but not the failure.
+/// Wait until the session has ended and every event before the end has been
+/// handed to the consumer: `Ok` after `Completed`, else the reason it
+/// failed. Useful with a push recipient, which sees events but not the
+/// failure.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), ManagedSessionError>")]
 pub struct WaitOutcome;

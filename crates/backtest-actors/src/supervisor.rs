@@ -666,6 +666,24 @@ impl SessionSupervisor {
     /// stream for waiting pulls once the queue is empty and the outcome
     /// known.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.deliver(ctx);
+        self.answer_outcome_waiters();
+    }
+
+    /// `WaitOutcome` resolves once the outcome is known and every event
+    /// before it has been handed to the consumer.
+    fn answer_outcome_waiters(&mut self) {
+        let delivering = matches!(self.consumer, Consumer::Push { sending: true, .. });
+        let Some(outcome) = &self.outcome else { return };
+        if !self.queue.is_empty() || delivering {
+            return;
+        }
+        for waiter in self.outcome_waiters.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    fn deliver(&mut self, ctx: &mut Context<Self>) {
         match &mut self.consumer {
             Consumer::Pull(waiters) => {
                 while !waiters.is_empty() {
@@ -720,9 +738,6 @@ impl SessionSupervisor {
                 Err(e) => e.clone(),
                 Ok(()) => ManagedSessionError::ControlClosed,
             }));
-        }
-        for waiter in self.outcome_waiters.drain(..) {
-            let _ = waiter.send(outcome.clone());
         }
         self.gate(ctx);
         self.pump(ctx);
@@ -993,12 +1008,8 @@ impl Handler<WaitOutcome> for SessionSupervisor {
 
     fn handle(&mut self, _: WaitOutcome, _: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        match &self.outcome {
-            Some(outcome) => {
-                let _ = tx.send(outcome.clone());
-            }
-            None => self.outcome_waiters.push(tx),
-        }
+        self.outcome_waiters.push(tx);
+        self.answer_outcome_waiters();
         Box::pin(async move { rx.await.unwrap_or(Err(ManagedSessionError::ControlClosed)) })
     }
 }

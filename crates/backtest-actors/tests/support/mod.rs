@@ -187,3 +187,4 @@ pub async fn drive(addr: &Addr<SessionSupervisor>, step: u64) -> Capture {
         }
     }
 }
+pub mod scripted;

@@ -1,0 +1,241 @@
+//! The supervisor against a scripted peer, for exact frames: errors that
+//! must or must not be forwarded, notifications between subscribe acks,
+//! continue gating, a zstd bomb, and the shutdown order.
+
+mod support;
+
+use std::time::Duration;
+
+use backtest_actors::{
+    Continue, ManagedSessionError, SessionSupervisor, Shutdown, SubscribeTransactions, WaitSession,
+};
+use backtest_server::{Ledger, LedgerConfig};
+use serde_json::{Value, json};
+use simulator_api::ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor};
+use support::{scripted::Scripted, *};
+
+/// Two real transactions (one per program) of slot 1000.
+fn ledger_txs() -> (Vec<String>, Vec<(String, String)>) {
+    let ledger = Ledger::new(LedgerConfig {
+        programs: LedgerConfig::default_programs()[..2].to_vec(),
+        ..LedgerConfig::default()
+    })
+    .unwrap();
+    let programs = ledger.programs().to_vec();
+    let slot = ledger.slot(1000).unwrap();
+    let txs = programs
+        .iter()
+        .map(|p| {
+            let tx = slot
+                .transactions
+                .iter()
+                .find(|tx| &tx.program == p)
+                .unwrap();
+            (tx.signature.clone(), tx.json.to_string())
+        })
+        .collect();
+    (programs, txs)
+}
+
+fn notification(sub: u64, result: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"transactionNotification","params":{{"subscription":{sub},"result":{result}}}}}"#
+    )
+}
+
+/// Control: create → created + ready; continue → slot, a simulation
+/// error (not forwarded), a forwarded error, completed.
+async fn control_script(mut peer: support::scripted::Peer) {
+    let Some(create) = peer.recv_json().await else {
+        return;
+    };
+    assert_eq!(create["method"], "createBacktestSession");
+    peer.send_json(json!({"method": "sessionCreated", "params": {
+        "session_id": "s1", "rpc_endpoint": "/rpc/s1", "task_id": "t1"}}))
+        .await;
+    peer.send_json(json!({"method": "readyForContinue"})).await;
+    while let Some(request) = peer.recv_json().await {
+        if request["method"] == "continue" {
+            peer.send_json(json!({"method": "slotNotification", "params": 1000}))
+                .await;
+            peer.send_json(json!({"method": "error", "params": {"simulationError": {"error": "tx 3 diverged"}}}))
+                .await;
+            peer.send_json(json!({"method": "error", "params": {"invalidRequest": {"error": "just so you know"}}}))
+                .await;
+            peer.send_json(json!({"method": "completed", "params": {}}))
+                .await;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn errors_acks_and_gating_are_exact() {
+    let (programs, txs) = ledger_txs();
+    let data_txs = txs.clone();
+    let peer = Scripted::start(move |mut peer| {
+        let txs = data_txs.clone();
+        async move {
+            if peer.path != "/rpc/s1" {
+                return control_script(peer).await;
+            }
+            let first: Value = peer.recv_json().await.unwrap();
+            assert_eq!(first["id"], 1);
+            assert_eq!(first["params"][1]["compression"], "zstd");
+            // Slow acks: the continue must wait for them.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
+                .await;
+            let second: Value = peer.recv_json().await.unwrap();
+            assert_eq!(second["id"], 2);
+            // Program A already streams before B's ack (compressed).
+            let mut zstd = WsStreamCompressor::new(WS_COMPRESSION_LEVEL).unwrap();
+            peer.send_binary(
+                zstd.compress(notification(10, &txs[0].1).as_bytes())
+                    .unwrap(),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            peer.note("<acks sent>");
+            peer.send_json(json!({"jsonrpc": "2.0", "id": 2, "result": 11}))
+                .await;
+            peer.send_text(notification(11, &txs[1].1)).await;
+            peer.send_json(json!({"jsonrpc": "2.0", "method": "subscriptionComplete", "params": {"subscription": 10}}))
+                .await;
+            peer.send_json(json!({"jsonrpc": "2.0", "method": "subscriptionComplete", "params": {"subscription": 11}}))
+                .await;
+            peer.idle().await;
+        }
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({}))).start();
+    let info = addr.send(WaitSession).await.unwrap().unwrap();
+    assert_eq!(info.rpc_endpoint, format!("http://{}/rpc/s1", peer.addr));
+    addr.send(SubscribeTransactions { programs })
+        .await
+        .unwrap()
+        .unwrap();
+    // Gated: resolves only once both subscriptions are acknowledged.
+    addr.send(Continue(advance(1))).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !peer.log().iter().any(|l| l.contains("\"continue\"")) {
+        assert!(tokio::time::Instant::now() < deadline, "continue arrives");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = peer.log();
+    let acks = log.iter().position(|l| l == "<acks sent>").unwrap();
+    let cont = log.iter().position(|l| l.contains("\"continue\"")).unwrap();
+    assert!(
+        acks < cont,
+        "continue sent before the subscriptions were up: {log:?}"
+    );
+
+    let mut capture = Capture::default();
+    loop {
+        match addr.send(backtest_actors::NextEvent).await.unwrap() {
+            Ok(Some(event)) => capture.record(&event),
+            Ok(None) => break,
+            Err(e) => panic!("failed: {e}"),
+        }
+    }
+    // The opening ready first, `completed` last; in between (in arrival
+    // order, which races across the two planes) exactly these.
+    assert_eq!(capture.labels.first().map(String::as_str), Some("ready"));
+    assert_eq!(capture.labels.last().map(String::as_str), Some("completed"));
+    let mut middle = capture.labels[1..capture.labels.len() - 1].to_vec();
+    middle.sort();
+    assert_eq!(
+        middle,
+        vec![
+            "error invalid request: just so you know",
+            "slot 1000",
+            "tx",
+            "tx"
+        ]
+    );
+    let mut expected: Vec<_> = txs.iter().map(|t| t.0.clone()).collect();
+    let mut got = capture.signatures.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "both transactions once, the early one included"
+    );
+    assert!(
+        capture.errors.iter().all(|e| !e.contains("diverged")),
+        "simulationError is not forwarded"
+    );
+    assert_eq!(capture.errors.len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_zstd_bomb_fails_the_subscription_with_a_clear_error() {
+    let (programs, _) = ledger_txs();
+    let peer = Scripted::start(move |mut peer| async move {
+        if peer.path != "/rpc/s1" {
+            return control_script(peer).await;
+        }
+        let _ = peer.recv_json().await;
+        peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
+            .await;
+        let mut zstd = WsStreamCompressor::new(WS_COMPRESSION_LEVEL).unwrap();
+        let bomb = zstd.compress(&vec![b' '; 8 << 20]).unwrap();
+        assert!(bomb.len() < 64 << 10, "small on the wire");
+        peer.send_binary(bomb).await;
+        peer.idle().await;
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({})))
+        .max_frame_bytes(1 << 20)
+        .start();
+    addr.send(WaitSession).await.unwrap().unwrap();
+    addr.send(SubscribeTransactions {
+        programs: programs[..1].to_vec(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let capture = drive(&addr, 1).await;
+    match capture.end {
+        Some(Err(ManagedSessionError::SubscriptionFailed(reason))) => {
+            assert!(
+                reason.contains("decompresses to more than 1048576 bytes"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a subscription failure, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn shutdown_sends_the_close_request_then_a_close_frame() {
+    let peer = Scripted::start(|mut peer| async move {
+        let _ = peer.recv_json().await;
+        peer.send_json(json!({"method": "sessionCreated", "params": {
+            "session_id": "s1", "rpc_endpoint": "/rpc/s1"}}))
+            .await;
+        peer.send_json(json!({"method": "readyForContinue"})).await;
+        while let Some(request) = peer.recv_json().await {
+            if request["method"] == "closeBacktestSession" {
+                peer.send_json(json!({"method": "success"})).await;
+            }
+        }
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({}))).start();
+    addr.send(WaitSession).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, addr.send(Shutdown))
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !peer.log().iter().any(|l| l == "<close>") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "close frame arrives"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = peer.log();
+    let tail: Vec<&str> = log.iter().rev().take(2).rev().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        vec![r#"{"method":"closeBacktestSession"}"#, "<close>"]
+    );
+}
