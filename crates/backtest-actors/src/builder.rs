@@ -44,6 +44,7 @@ pub struct SupervisorBuilder {
     pub(crate) control_credit: usize,
     pub(crate) data_credit: usize,
     pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub(crate) continue_resend_after: Duration,
 }
 
 impl std::fmt::Debug for SupervisorBuilder {
@@ -84,7 +85,16 @@ impl SupervisorBuilder {
             control_credit: CONTROL_CREDIT,
             data_credit: DATA_CREDIT,
             extra_roots: Vec::new(),
+            continue_resend_after: crate::supervisor::CONTINUE_RESEND_AFTER,
         }
+    }
+
+    /// After the control connection comes back, how long a continue sent
+    /// just before the drop may go unanswered before it is presumed lost
+    /// with the socket and sent again (default 5 s).
+    pub fn continue_resend_after(mut self, after: Duration) -> Self {
+        self.continue_resend_after = after;
+        self
     }
 
     /// Trust this root certificate (DER) for `wss://`, besides the webpki

@@ -7,7 +7,7 @@
 //! how the connection ended; then it stops. Policy (retry or not, when) is
 //! the supervisor's.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use actix::{WeakRecipient, prelude::*};
 use awc::ws::Message;
@@ -34,6 +34,21 @@ pub(crate) enum ControlTask {
         session_id: String,
         last_sequence: Option<u64>,
     },
+    /// Create a parallel run (the request has `parallel: true`).
+    CreateParallel(CreateBacktestSessionRequest),
+    /// Re-attach the multiplexed connection with per-sub-session cursors.
+    AttachParallel {
+        control_session_id: String,
+        last_sequences: BTreeMap<String, u64>,
+    },
+}
+
+/// A sub-session of a parallel run as the server announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubSessionSpec {
+    pub info: SessionInfo,
+    /// The server's split: authoritative `(start_slot, end_slot)`.
+    pub range: (u64, u64),
 }
 
 /// A report from a control connection to its supervisor.
@@ -56,6 +71,12 @@ pub(crate) enum ControlReportKind {
         seq: Option<u64>,
         response: BacktestResponse,
         credit: Option<Credit>,
+    },
+    /// A parallel run is created (with its sub-sessions) or re-attached
+    /// (`sessions` empty: the supervisor knows them).
+    ParallelReady {
+        control_session_id: String,
+        sessions: Vec<SubSessionSpec>,
     },
     /// A frame that parsed as neither response form (skipped).
     Garbage(String),
@@ -219,6 +240,7 @@ enum Awaiting {
     Created,
     Attached,
     Resumed,
+    ParallelAttached,
 }
 
 impl Conn {
@@ -239,6 +261,39 @@ impl Conn {
 
     async fn handshake(&mut self, socket: &mut Socket) -> Result<(), ConnEnd> {
         let (seq, response) = match self.setup.task.clone() {
+            ControlTask::CreateParallel(create) => {
+                self.send(socket, &BacktestRequest::CreateBacktestSession(create))
+                    .await?;
+                return self.await_parallel_created(socket).await;
+            }
+            ControlTask::AttachParallel {
+                control_session_id,
+                last_sequences,
+            } => {
+                self.send(
+                    socket,
+                    &BacktestRequest::AttachParallelControlSessionV2 {
+                        control_session_id,
+                        last_sequences,
+                    },
+                )
+                .await?;
+                let (_, attached) = self
+                    .await_response(socket, Awaiting::ParallelAttached)
+                    .await?;
+                let BacktestResponse::ParallelSessionAttachedV2 {
+                    control_session_id, ..
+                } = attached
+                else {
+                    return Err(ConnEnd::Fatal(
+                        "attach ended without the parallel session".into(),
+                    ));
+                };
+                return self.report(ControlReportKind::ParallelReady {
+                    control_session_id,
+                    sessions: Vec::new(),
+                });
+            }
             ControlTask::Create(create) => {
                 self.send(socket, &BacktestRequest::CreateBacktestSession(create))
                     .await?;
@@ -311,6 +366,10 @@ impl Conn {
                 (Awaiting::Created, BacktestResponse::SessionCreated { .. })
                     | (Awaiting::Attached, BacktestResponse::SessionAttached { .. })
                     | (Awaiting::Resumed, BacktestResponse::Success)
+                    | (
+                        Awaiting::ParallelAttached,
+                        BacktestResponse::ParallelSessionAttachedV2 { .. }
+                    )
             );
             if awaited {
                 return Ok((seq, response));
@@ -323,6 +382,63 @@ impl Conn {
                     return Err(handshake_error(awaiting, error));
                 }
                 (_, seq, response) => self.forward(seq, response).await?,
+            }
+        }
+    }
+
+    /// Collect the streamed `sessionCreated` until `sessionsCreatedV2`,
+    /// forwarding sub-session events that arrive in between.
+    async fn await_parallel_created(&mut self, socket: &mut Socket) -> Result<(), ConnEnd> {
+        let timeout = self.setup.options.handshake_timeout;
+        let mut created: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+        loop {
+            let message = tokio::time::timeout(timeout, self.reader.next(socket))
+                .await
+                .map_err(|_| ConnEnd::Lost(format!("no create response within {timeout:?}")))?
+                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+            let Some((seq, response)) = self.response_of(socket, message).await? else {
+                continue;
+            };
+            match response {
+                BacktestResponse::SessionCreated {
+                    session_id,
+                    rpc_endpoint,
+                    task_id,
+                } => {
+                    let rpc_endpoint =
+                        url::resolve_rpc_endpoint(&self.setup.http_base, &rpc_endpoint)
+                            .map_err(|e| ConnEnd::Fatal(format!("bad rpc_endpoint: {e}")))?;
+                    created.insert(session_id, (rpc_endpoint, task_id));
+                }
+                BacktestResponse::SessionsCreatedV2 {
+                    control_session_id,
+                    session_ids,
+                    task_ids,
+                    start_slots,
+                    end_slots,
+                } => {
+                    let sessions = parallel_sessions(
+                        &mut created,
+                        session_ids,
+                        task_ids,
+                        start_slots,
+                        end_slots,
+                    )?;
+                    return self.report(ControlReportKind::ParallelReady {
+                        control_session_id,
+                        sessions,
+                    });
+                }
+                BacktestResponse::SessionsCreated { .. } => {
+                    return Err(ConnEnd::Fatal(
+                        "the server answered sessionsCreated without ranges: it is too old for parallel runs"
+                            .into(),
+                    ));
+                }
+                BacktestResponse::Error(error) => {
+                    return Err(ConnEnd::Fatal(format!("create: {error}")));
+                }
+                response => self.forward(seq, response).await?,
             }
         }
     }
@@ -471,7 +587,7 @@ impl Conn {
 fn handshake_error(awaiting: Awaiting, error: BacktestError) -> ConnEnd {
     let step = match awaiting {
         Awaiting::Created => "create",
-        Awaiting::Attached => "attach",
+        Awaiting::Attached | Awaiting::ParallelAttached => "attach",
         Awaiting::Resumed => "resume",
     };
     if crate::frames::is_attach_transient(&error) && awaiting != Awaiting::Created {
@@ -486,5 +602,99 @@ fn closed_by_server(code: Option<u16>, reason: &str) -> ConnEnd {
         Some(1012) => ConnEnd::Lost(format!("server restarting (close 1012) {reason}")),
         Some(code) => ConnEnd::Lost(format!("closed by the server (code {code}) {reason}")),
         None => ConnEnd::Lost("closed by the server".into()),
+    }
+}
+
+/// Bind each announced sub-session to its range and data endpoint. Ranges
+/// missing or of another length mean a server too old for parallel runs.
+fn parallel_sessions(
+    created: &mut BTreeMap<String, (String, Option<String>)>,
+    session_ids: Vec<String>,
+    task_ids: Vec<Option<String>>,
+    start_slots: Vec<u64>,
+    end_slots: Vec<u64>,
+) -> Result<Vec<SubSessionSpec>, ConnEnd> {
+    let n = session_ids.len();
+    if start_slots.len() != n || end_slots.len() != n {
+        return Err(ConnEnd::Fatal(format!(
+            "sessionsCreatedV2 lists {n} sub-sessions but {} start and {} end slots: the server is too old for parallel runs",
+            start_slots.len(),
+            end_slots.len()
+        )));
+    }
+    let mut task_ids = task_ids.into_iter();
+    session_ids
+        .into_iter()
+        .zip(start_slots.into_iter().zip(end_slots))
+        .map(|(session_id, range)| {
+            let announced_task = task_ids.next().flatten();
+            let (rpc_endpoint, task_id) = created.remove(&session_id).ok_or_else(|| {
+                ConnEnd::Fatal(format!(
+                    "sub-session {session_id} was never announced with sessionCreated"
+                ))
+            })?;
+            Ok(SubSessionSpec {
+                info: SessionInfo {
+                    session_id,
+                    rpc_endpoint,
+                    task_id: task_id.or(announced_task),
+                },
+                range,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced() -> BTreeMap<String, (String, Option<String>)> {
+        [("a", "http://h/rpc/a"), ("b", "http://h/rpc/b")]
+            .into_iter()
+            .map(|(id, url)| (id.to_string(), (url.to_string(), None)))
+            .collect()
+    }
+
+    #[test]
+    fn sub_sessions_bind_to_the_servers_ranges() {
+        let specs = parallel_sessions(
+            &mut announced(),
+            vec!["a".into(), "b".into()],
+            vec![Some("ta".into())],
+            vec![100, 201],
+            vec![200, 300],
+        )
+        .unwrap();
+        assert_eq!(specs[0].range, (100, 200));
+        assert_eq!(specs[0].info.task_id.as_deref(), Some("ta"));
+        assert_eq!(specs[1].range, (201, 300));
+        assert_eq!(specs[1].info.rpc_endpoint, "http://h/rpc/b");
+    }
+
+    #[test]
+    fn missing_or_mismatched_ranges_are_fatal() {
+        for (starts, ends) in [
+            (vec![], vec![]),
+            (vec![1], vec![2, 3]),
+            (vec![1, 2], vec![3]),
+        ] {
+            let result = parallel_sessions(
+                &mut announced(),
+                vec!["a".into(), "b".into()],
+                vec![],
+                starts,
+                ends,
+            );
+            match result {
+                Err(ConnEnd::Fatal(reason)) => assert!(reason.contains("too old"), "{reason}"),
+                other => panic!("expected fatal, got {other:?}"),
+            }
+        }
+        let result =
+            parallel_sessions(&mut announced(), vec!["z".into()], vec![], vec![1], vec![2]);
+        assert!(
+            matches!(result, Err(ConnEnd::Fatal(reason)) if reason.contains("never announced"))
+        );
     }
 }

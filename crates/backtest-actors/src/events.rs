@@ -124,6 +124,9 @@ pub struct Counters {
     pub undecodable_frames: u64,
     /// Reconnect attempts started, all connections together.
     pub reconnects: u64,
+    /// Continues sent again after a re-attach because the server never
+    /// answered the one sent just before the drop.
+    pub continues_resent: u64,
     /// Bytes received on every connection.
     pub bytes_in: u64,
 }
@@ -142,6 +145,9 @@ pub struct SubscriptionStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionStatus {
     pub session: Option<SessionInfo>,
+    /// A parallel sub-session's `(start_slot, end_slot)`, as the server split
+    /// the run.
+    pub range: Option<(u64, u64)>,
     pub control: ConnectionState,
     pub subscriptions: Vec<SubscriptionStatus>,
     /// Highest control sequence number seen.

@@ -66,7 +66,7 @@ impl ManagedBacktestSession {
         builder: SupervisorBuilder,
         cancel: CancellationToken,
     ) -> Result<Self, ManagedSessionError> {
-        let addr = runtime::start_supervisor(builder).await?;
+        let addr = runtime::start_actor(move || builder.start()).await?;
         let info = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
@@ -75,12 +75,20 @@ impl ManagedBacktestSession {
             }
             info = addr.send(WaitSession) => info.map_err(mailbox_closed)??,
         };
-        Ok(Self {
+        Ok(Self::from_parts(addr, info, cancel))
+    }
+
+    pub(crate) fn from_parts(
+        addr: Addr<SessionSupervisor>,
+        info: SessionInfo,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
             addr,
             info,
             cancel,
             ended: false,
-        })
+        }
     }
 
     /// The session's identity.

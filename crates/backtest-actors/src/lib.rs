@@ -62,12 +62,15 @@ pub mod backoff;
 mod builder;
 mod connection;
 mod control;
+pub mod coordinator;
 pub mod dedup;
 pub mod drain;
 pub mod events;
 mod facade;
 pub mod frames;
 pub mod messages;
+mod parallel;
+mod parallel_facade;
 mod runtime;
 mod subscription;
 mod supervisor;
@@ -84,5 +87,12 @@ pub use crate::{
     },
     facade::ManagedBacktestSession,
     messages::*,
+    parallel::{
+        GetParallelStatus, ParallelStatus, ParallelSupervisor, SubSession, WaitSubSessions,
+    },
+    parallel_facade::{
+        BatchEvent, BatchOptions, ManagedParallelSession, ParallelSubSession, SubSessionResult,
+        run_batch,
+    },
     supervisor::SessionSupervisor,
 };

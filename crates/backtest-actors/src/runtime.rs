@@ -8,7 +8,7 @@ use actix::Addr;
 use actix_rt::ArbiterHandle;
 use tokio::sync::oneshot;
 
-use crate::{SessionSupervisor, SupervisorBuilder, events::ManagedSessionError};
+use crate::events::ManagedSessionError;
 
 fn background_arbiter() -> Option<&'static ArbiterHandle> {
     static ARBITER: OnceLock<Option<ArbiterHandle>> = OnceLock::new();
@@ -30,21 +30,24 @@ fn background_arbiter() -> Option<&'static ArbiterHandle> {
         .as_ref()
 }
 
-/// Start a supervisor from a builder wherever the caller can reach one.
-pub(crate) async fn start_supervisor(
-    builder: SupervisorBuilder,
-) -> Result<Addr<SessionSupervisor>, ManagedSessionError> {
+/// Start an actor (made by `start`) on the caller's arbiter when there is
+/// one, else on the background system.
+pub(crate) async fn start_actor<A, F>(start: F) -> Result<Addr<A>, ManagedSessionError>
+where
+    A: actix::Actor,
+    F: FnOnce() -> Addr<A> + Send + 'static,
+{
     // Inside an actix system (actix_rt::main, actix_rt::test, an actix-web
     // app): start on the current arbiter.
     if actix_rt::Arbiter::try_current().is_some() {
-        return Ok(builder.start());
+        return Ok(start());
     }
     let arbiter = background_arbiter().ok_or_else(|| {
         ManagedSessionError::Create("cannot start the background actix system".into())
     })?;
     let (tx, rx) = oneshot::channel();
     let spawned = arbiter.spawn_fn(move || {
-        let _ = tx.send(builder.start());
+        let _ = tx.send(start());
     });
     if !spawned {
         return Err(ManagedSessionError::Create(

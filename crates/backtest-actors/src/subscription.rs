@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use crate::{
     connection::{ConnEnd, Credit, CreditPool},
+    coordinator::{EnterStreaming, ReconnectCoordinator, ReconnectSlot},
     dedup::DiffKey,
     events::ManagedEvent,
     frames::{
@@ -93,6 +94,12 @@ pub(crate) struct SubscriptionSetup {
     pub report: WeakRecipient<SubscriptionReport>,
     /// Notifications kept while acks are awaited, at most.
     pub max_pending: usize,
+    /// In a parallel batch: the coordinator to register with while
+    /// streaming, and the sub-session this connection belongs to.
+    pub streaming: Option<(Addr<ReconnectCoordinator>, String)>,
+    /// The reconnect slot this connection was granted, if it was parked:
+    /// released once subscribed (or when the attempt fails).
+    pub slot: Option<ReconnectSlot>,
 }
 
 pub(crate) struct SubscriptionActor {
@@ -161,7 +168,9 @@ impl Handler<StopSubscription> for SubscriptionActor {
     }
 }
 
-async fn run(setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> ConnEnd {
+async fn run(mut setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> ConnEnd {
+    let slot = setup.slot.take();
+    let streaming = setup.streaming.take();
     let mut socket = match ws::connect(&setup.ws_url, &setup.options, false).await {
         Ok(socket) => socket,
         Err(e) => return ConnEnd::Lost(format!("connect {}: {e}", setup.ws_url)),
@@ -182,6 +191,13 @@ async fn run(setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> ConnEnd 
     let pending = match conn.subscribe(&mut socket).await {
         Ok(pending) => pending,
         Err(end) => return end,
+    };
+    // Subscribed: the handshake is through, give the slot back and count
+    // as streaming until this connection ends, however it ends.
+    drop(slot);
+    let _streaming = match streaming {
+        Some((coordinator, session)) => coordinator.send(EnterStreaming { session }).await.ok(),
+        None => None,
     };
     if let Err(end) = conn.report(SubscriptionReportKind::Up) {
         return end;

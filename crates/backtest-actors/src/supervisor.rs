@@ -10,12 +10,14 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::atomic::Ordering,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use actix::prelude::*;
+use actix::{WeakAddr, prelude::*};
+use futures::future::BoxFuture;
 use simulator_api::{BacktestRequest, BacktestResponse, CreateBacktestSessionRequest};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -24,7 +26,9 @@ use crate::{
     connection::{ConnEnd, Credit, CreditPool},
     control::{
         CloseSession, ControlActor, ControlReport, ControlReportKind, ControlTask, SendRequest,
+        SubSessionSpec,
     },
+    coordinator::{ReconnectCoordinator, ReconnectSlot, acquire_slot},
     dedup::{Admission, StreamDedup},
     drain::{DrainState, DrainVerdict, SubState},
     events::{
@@ -33,6 +37,10 @@ use crate::{
     },
     frames::{ErrorClass, NotificationKind},
     messages::*,
+    parallel::{
+        ParallelSupervisor, SubFinished, SubLinkState, SubRequest, SubSessionEvent,
+        SubSessionSettings, sub_session_request,
+    },
     subscription::{
         DedupKey, StopSubscription, SubscriptionActor, SubscriptionReport, SubscriptionReportKind,
         SubscriptionSetup,
@@ -40,6 +48,9 @@ use crate::{
     url,
     ws::ConnectOptions,
 };
+
+/// See [`SupervisorBuilder::continue_resend_after`].
+pub(crate) const CONTINUE_RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// Notifications a data connection may keep while its acks are awaited.
 const MAX_PENDING_DURING_SUBSCRIBE: usize = 65_536;
@@ -110,7 +121,7 @@ pub struct SessionSupervisor {
     control_url: Result<String, String>,
     options: ConnectOptions,
     policy: ReconnectPolicy,
-    create: CreateBacktestSessionRequest,
+    link: ControlLink,
     session: Option<SessionInfo>,
     last_seq: Option<u64>,
     generations: u64,
@@ -136,6 +147,30 @@ pub struct SessionSupervisor {
     counters: Counters,
     shutting_down: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    /// Paces subscription reconnects across a parallel batch.
+    coordinator: Option<Addr<ReconnectCoordinator>>,
+    /// Cancels waits parked on the coordinator when the session ends.
+    parking: CancellationToken,
+    /// The continue in flight (serialised), kept to send it again if the
+    /// control connection dropped before the server could have seen it.
+    in_flight_request: Option<serde_json::Value>,
+    /// Control responses handled since the control link last came up.
+    responses_since_up: u64,
+    /// How long after a re-attach a continue in flight may go unanswered
+    /// before it is presumed lost and sent again.
+    continue_resend_after: Duration,
+}
+
+/// Where the session's control plane is.
+enum ControlLink {
+    /// Its own control connection, created with this request.
+    Own(CreateBacktestSessionRequest),
+    /// A sub-session of a parallel run: the parallel supervisor owns the
+    /// multiplexed control connection and routes this session's events.
+    Parent {
+        parent: WeakAddr<ParallelSupervisor>,
+        range: (u64, u64),
+    },
 }
 
 impl SessionSupervisor {
@@ -175,7 +210,7 @@ impl SessionSupervisor {
             control_url,
             options,
             policy: builder.policy.clone(),
-            create: builder.create,
+            link: ControlLink::Own(builder.create),
             session: None,
             last_seq: None,
             generations: 0,
@@ -202,7 +237,69 @@ impl SessionSupervisor {
             counters: Counters::default(),
             shutting_down: false,
             shutdown_waiters: Vec::new(),
+            coordinator: None,
+            parking: CancellationToken::new(),
+            in_flight_request: None,
+            responses_since_up: 0,
+            continue_resend_after: builder.continue_resend_after,
         }
+    }
+
+    /// A sub-session of a parallel run, driven through `parent`'s
+    /// multiplexed control connection. Events are pulled.
+    pub(crate) fn sub_session(
+        parent: WeakAddr<ParallelSupervisor>,
+        spec: SubSessionSpec,
+        shared: SubSessionSettings,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            control_url: Ok(String::new()),
+            options: shared.options,
+            policy: shared.policy.clone(),
+            link: ControlLink::Parent {
+                parent,
+                range: spec.range,
+            },
+            session: Some(spec.info),
+            last_seq: None,
+            generations: 0,
+            control: ControlSlot {
+                addr: None,
+                generation: 0,
+                state: ConnectionState::Up,
+                budget: ReconnectBudget::new(shared.policy, now),
+                credits: CreditPool::new(1),
+                done: false,
+            },
+            subs: Vec::new(),
+            data_credit: shared.data_credit,
+            queue: VecDeque::new(),
+            consumer: Consumer::Pull(VecDeque::new()),
+            session_waiters: Vec::new(),
+            outcome_waiters: Vec::new(),
+            pending_continue: None,
+            continue_in_flight: false,
+            held_completed: None,
+            drain: DrainState::new(shared.drain_idle_timeout),
+            drain_timer: None,
+            outcome: None,
+            counters: Counters::default(),
+            shutting_down: false,
+            shutdown_waiters: Vec::new(),
+            coordinator: Some(shared.coordinator),
+            parking: CancellationToken::new(),
+            in_flight_request: None,
+            responses_since_up: 0,
+            continue_resend_after: shared.continue_resend_after,
+        }
+    }
+
+    fn session_id(&self) -> String {
+        self.session
+            .as_ref()
+            .map(|s| s.session_id.clone())
+            .unwrap_or_default()
     }
 
     fn next_generation(&mut self) -> u64 {
@@ -216,8 +313,11 @@ impl SessionSupervisor {
         let Ok(url) = self.control_url.clone() else {
             return;
         };
+        let ControlLink::Own(create) = &self.link else {
+            return;
+        };
         let task = match &self.session {
-            None => ControlTask::Create(self.create.clone()),
+            None => ControlTask::Create(create.clone()),
             Some(info) => ControlTask::Attach {
                 session_id: info.session_id.clone(),
                 last_sequence: self.last_seq,
@@ -293,6 +393,7 @@ impl SessionSupervisor {
         credit: Option<Credit>,
         ctx: &mut Context<Self>,
     ) {
+        self.responses_since_up += 1;
         if let Some(seq) = seq {
             if self.last_seq.is_some_and(|last| seq <= last) {
                 self.counters.control_duplicates += 1;
@@ -387,12 +488,19 @@ impl SessionSupervisor {
         });
         self.drain
             .subscription_state(index, SubState::Reconnecting, now);
-        self.start_subscription(index, ctx);
+        self.start_subscription(index, None, ctx);
         Ok(())
     }
 
-    fn start_subscription(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let Some(info) = &self.session else { return };
+    fn start_subscription(
+        &mut self,
+        index: usize,
+        slot: Option<ReconnectSlot>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(info) = self.session.clone() else {
+            return;
+        };
         let ws_url = match url::data_ws_url(&info.rpc_endpoint) {
             Ok(url) => url,
             Err(e) => {
@@ -414,6 +522,11 @@ impl SessionSupervisor {
             credits: sub.credits.clone(),
             report,
             max_pending: MAX_PENDING_DURING_SUBSCRIBE,
+            streaming: self
+                .coordinator
+                .clone()
+                .map(|c| (c, info.session_id.clone())),
+            slot,
         });
         sub.addr = Some(actor.start());
     }
@@ -449,22 +562,63 @@ impl SessionSupervisor {
         match sub.budget.next_attempt(now, random_jitter()) {
             Ok(attempt) => {
                 warn!(subscription = %sub.describe(), %reason, attempt = attempt.number, delay = ?attempt.delay, "subscription lost; resubscribing from its cursors");
-                sub.state = ConnectionState::Reconnecting;
                 self.counters.reconnects += 1;
-                self.drain
-                    .subscription_state(index, SubState::Reconnecting, now);
-                self.check_drain(ctx);
-                ctx.run_later(attempt.delay, move |act, ctx| {
-                    if !act.shutting_down && act.outcome.is_none() {
-                        act.start_subscription(index, ctx);
+                match (&self.coordinator, attempt.gated) {
+                    (Some(coordinator), true) => {
+                        let coordinator = coordinator.clone();
+                        self.park(index, coordinator, ctx);
                     }
-                });
+                    _ => {
+                        sub.state = ConnectionState::Reconnecting;
+                        self.drain
+                            .subscription_state(index, SubState::Reconnecting, now);
+                        self.check_drain(ctx);
+                        ctx.run_later(attempt.delay, move |act, ctx| {
+                            if !act.shutting_down && act.outcome.is_none() {
+                                act.start_subscription(index, None, ctx);
+                            }
+                        });
+                    }
+                }
             }
             Err(exhausted) => {
                 let reason = format!("{}: {reason}; {exhausted}", sub.describe());
                 self.fail_subscription(index, reason, ctx);
             }
         }
+    }
+
+    /// Wait on the batch's coordinator for the reconnect slot (the link is
+    /// quiet), then reconnect holding it. Parked time is not charged to the
+    /// wall-clock budget; the wait is cancelled when the session ends.
+    fn park(
+        &mut self,
+        index: usize,
+        coordinator: Addr<ReconnectCoordinator>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Instant::now();
+        self.subs[index].state = ConnectionState::Parked;
+        self.drain.subscription_state(index, SubState::Parked, now);
+        self.check_drain(ctx);
+        let session = self.session_id();
+        let cancelled = self.parking.clone();
+        let waiting = async move {
+            tokio::select! {
+                slot = acquire_slot(&coordinator, session) => slot,
+                _ = cancelled.cancelled() => None,
+            }
+        };
+        ctx.spawn(waiting.into_actor(self).map(move |slot, act, ctx| {
+            if act.shutting_down || act.outcome.is_some() {
+                return;
+            }
+            act.subs[index].budget.discount_parked(now.elapsed());
+            act.subs[index].state = ConnectionState::Reconnecting;
+            act.drain
+                .subscription_state(index, SubState::Reconnecting, Instant::now());
+            act.start_subscription(index, slot, ctx);
+        }));
     }
 
     fn fail_subscription(&mut self, index: usize, reason: String, ctx: &mut Context<Self>) {
@@ -610,19 +764,16 @@ impl SessionSupervisor {
         if !all_up || self.continue_in_flight {
             return;
         }
-        let (Some((request, tx)), Some(control)) =
-            (self.pending_continue.take(), self.control.addr.clone())
-        else {
+        let Some(sending) = self.control_sender() else {
+            return;
+        };
+        let Some((request, tx)) = self.pending_continue.take() else {
             return;
         };
         self.continue_in_flight = true;
-        ctx.spawn(control.send(SendRequest(request)).into_actor(self).map(
-            move |result, act, _| {
-                let result = match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.to_string()),
-                };
+        self.in_flight_request = serde_json::to_value(&request).ok();
+        ctx.spawn(sending(request).into_actor(self).map(
+            move |result: Result<(), String>, act, _| {
                 if let Err(e) = &result {
                     act.continue_in_flight = false;
                     warn!(error = %e, "continue not sent");
@@ -630,6 +781,74 @@ impl SessionSupervisor {
                 let _ = tx.send(result.map_err(ManagedSessionError::ContinueSend));
             },
         ));
+    }
+
+    /// The control link is back after a drop. A continue sent just before
+    /// the drop may never have reached the server (lost with the socket),
+    /// and nothing says so: if the server stays silent for the resend delay
+    /// after the re-attach, send it again. A server that did get it answers
+    /// within that time; one that did not would wait forever.
+    fn on_link_restored(&mut self, ctx: &mut Context<Self>) {
+        self.responses_since_up = 0;
+        if !self.continue_in_flight {
+            return;
+        }
+        ctx.run_later(self.continue_resend_after, |act, ctx| {
+            if !act.continue_in_flight || act.responses_since_up > 0 || act.outcome.is_some() {
+                return;
+            }
+            let Some(request) = act
+                .in_flight_request
+                .clone()
+                .and_then(|v| serde_json::from_value::<BacktestRequest>(v).ok())
+            else {
+                return;
+            };
+            let Some(sending) = act.control_sender() else {
+                return;
+            };
+            warn!("no answer to the continue sent before the control connection dropped; sending it again");
+            act.counters.continues_resent += 1;
+            ctx.spawn(sending(request).into_actor(act).map(|result, _, _| {
+                if let Err(e) = result {
+                    warn!(error = %e, "continue not sent again");
+                }
+            }));
+        });
+    }
+
+    /// How a request reaches the server: this session's control connection,
+    /// or the parallel supervisor's (as the sub-session form of the request).
+    #[allow(clippy::type_complexity)]
+    fn control_sender(
+        &self,
+    ) -> Option<Box<dyn FnOnce(BacktestRequest) -> BoxFuture<'static, Result<(), String>>>> {
+        match &self.link {
+            ControlLink::Own(_) => {
+                let control = self.control.addr.clone()?;
+                Some(Box::new(move |request| {
+                    Box::pin(async move {
+                        match control.send(SendRequest(request)).await {
+                            Ok(result) => result,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                }))
+            }
+            ControlLink::Parent { parent, .. } => {
+                let parent = parent.upgrade()?;
+                let session_id = self.session_id();
+                Some(Box::new(move |request| {
+                    Box::pin(async move {
+                        let request = sub_session_request(session_id, request);
+                        match parent.send(SubRequest(request)).await {
+                            Ok(result) => result,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                }))
+            }
+        }
     }
 
     fn request_continue(
@@ -761,9 +980,22 @@ impl SessionSupervisor {
                 addr.do_send(StopSubscription);
             }
         }
-        if let Some(control) = &self.control.addr {
-            control.do_send(CloseSession);
+        match &self.link {
+            ControlLink::Own(_) => {
+                if let Some(control) = &self.control.addr {
+                    control.do_send(CloseSession);
+                }
+            }
+            ControlLink::Parent { parent, .. } => {
+                if let Some(parent) = parent.upgrade() {
+                    parent.do_send(SubFinished {
+                        session_id: self.session_id(),
+                        close: !matches!(self.outcome, Some(Ok(()))),
+                    });
+                }
+            }
         }
+        self.parking.cancel();
     }
 
     fn begin_shutdown(&mut self, ctx: &mut Context<Self>) {
@@ -799,6 +1031,10 @@ impl SessionSupervisor {
         let mut counters = self.counters.clone();
         counters.bytes_in = self.options.bytes_in.load(Ordering::Relaxed);
         SessionStatus {
+            range: match &self.link {
+                ControlLink::Parent { range, .. } => Some(*range),
+                ControlLink::Own(_) => None,
+            },
             session: self.session.clone(),
             control: self.control.state.clone(),
             subscriptions: self
@@ -823,6 +1059,10 @@ impl Actor for SessionSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let ControlLink::Parent { range, .. } = &self.link {
+            info!(session_id = %self.session_id(), ?range, "starting sub-session");
+            return;
+        }
         match &self.control_url {
             Ok(url) => {
                 info!(url = %url, "starting managed session");
@@ -869,6 +1109,7 @@ impl Handler<ControlReport> for SessionSupervisor {
                     }
                 } else {
                     info!("control connection re-attached");
+                    self.on_link_restored(ctx);
                 }
                 self.gate(ctx);
             }
@@ -877,11 +1118,41 @@ impl Handler<ControlReport> for SessionSupervisor {
                 response,
                 credit,
             } => self.on_control_response(seq, response, credit, ctx),
+            ControlReportKind::ParallelReady { .. } => {}
             ControlReportKind::Garbage(reason) => {
                 self.counters.undecodable_frames += 1;
                 warn!(%reason, "skipping a control frame that is not a response");
             }
             ControlReportKind::Ended(end) => self.on_control_ended(end, ctx),
+        }
+    }
+}
+
+impl Handler<SubSessionEvent> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubSessionEvent, ctx: &mut Self::Context) {
+        let response = crate::parallel::into_response(msg.event);
+        self.on_control_response(None, response, msg.credit, ctx);
+    }
+}
+
+impl Handler<SubLinkState> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubLinkState, ctx: &mut Self::Context) {
+        match msg.0 {
+            ConnectionState::Failed(reason) if !self.control.done => self.fail_control(reason, ctx),
+            state if !self.control.done => {
+                let restored =
+                    state == ConnectionState::Up && self.control.state != ConnectionState::Up;
+                self.control.state = state;
+                if restored {
+                    self.on_link_restored(ctx);
+                }
+                self.gate(ctx);
+            }
+            _ => {}
         }
     }
 }
