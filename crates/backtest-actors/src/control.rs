@@ -566,15 +566,50 @@ impl Conn {
 
     /// `closeBacktestSession` then a close frame, together within the
     /// close timeout, so the server reaps the runtime at once.
-    async fn graceful_close(&self, socket: &mut Socket) {
+    async fn graceful_close(&mut self, socket: &mut Socket) {
         let timeout = self.setup.options.close_timeout;
         let closing = async {
             if self
                 .send(socket, &BacktestRequest::CloseBacktestSession)
                 .await
-                .is_ok()
+                .is_err()
             {
-                ws::close(socket, timeout).await;
+                return;
+            }
+            // Read until the server acknowledges (`success`), so the request
+            // is not lost to a reset when the socket is dropped with unread
+            // frames; responses still in flight before it are dropped (the
+            // session is ending).
+            loop {
+                match self.reader.next(socket).await {
+                    Ok(Inbound::Text(bytes) | Inbound::Binary(bytes)) => {
+                        let acknowledged = std::str::from_utf8(&bytes).is_ok_and(|text| {
+                            matches!(
+                                parse_control(text),
+                                ControlFrame::Plain(BacktestResponse::Success)
+                                    | ControlFrame::Sequenced {
+                                        response: BacktestResponse::Success,
+                                        ..
+                                    }
+                            )
+                        });
+                        if acknowledged {
+                            break;
+                        }
+                    }
+                    Ok(Inbound::Ping(payload)) => {
+                        let _ = socket.send(Message::Pong(payload)).await;
+                    }
+                    Ok(Inbound::Pong) => {}
+                    Ok(Inbound::Close(..)) | Err(_) => return,
+                }
+            }
+            ws::close(socket, timeout).await;
+            // Wait for the close echo (or the end), then drop.
+            while let Ok(message) = self.reader.next(socket).await {
+                if matches!(message, Inbound::Close(..)) {
+                    break;
+                }
             }
         };
         if tokio::time::timeout(timeout, closing).await.is_err() {

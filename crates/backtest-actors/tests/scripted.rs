@@ -239,3 +239,77 @@ async fn shutdown_sends_the_close_request_then_a_close_frame() {
         vec![r#"{"method":"closeBacktestSession"}"#, "<close>"]
     );
 }
+
+#[actix_rt::test]
+async fn a_reconnecting_subscription_is_not_a_stall() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_test_writer()
+        .try_init();
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (programs, txs) = ledger_txs();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let data_txs = txs.clone();
+    let peer = Scripted::start(move |mut peer| {
+        let txs = data_txs.clone();
+        let n = seen.clone();
+        async move {
+            if peer.path != "/rpc/s1" {
+                return control_script(peer).await;
+            }
+            let connection = n.fetch_add(1, Ordering::SeqCst);
+            let request = peer.recv_json().await.unwrap();
+            if connection == 0 {
+                peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
+                    .await;
+                peer.send_text(notification(10, &txs[0].1)).await;
+                // Drop without a close frame well within the idle timeout
+                // (the control plane completes meanwhile).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            // The resubscribe resumes from the delivered slot.
+            assert_eq!(request["params"][1]["replayFromSlot"], 1000);
+            // A slow handshake, longer than the idle timeout: the drain
+            // must wait, not declare a stall.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 20}))
+                .await;
+            // The boundary slot again (a duplicate), then the rest.
+            peer.send_text(notification(20, &txs[0].1)).await;
+            peer.send_json(json!({"jsonrpc": "2.0", "method": "subscriptionComplete", "params": {"subscription": 20}}))
+                .await;
+            peer.idle().await;
+        }
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({})))
+        .drain_idle_timeout(Duration::from_millis(500))
+        .start();
+    addr.send(WaitSession).await.unwrap().unwrap();
+    addr.send(SubscribeTransactions {
+        programs: programs[..1].to_vec(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut capture = Capture::default();
+    loop {
+        match addr.send(backtest_actors::NextEvent).await.unwrap() {
+            Ok(Some(event)) => {
+                if matches!(event, backtest_actors::ManagedEvent::ReadyForContinue) {
+                    addr.send(Continue(advance(1))).await.unwrap().unwrap();
+                }
+                capture.record(&event);
+            }
+            Ok(None) => break,
+            Err(e) => panic!("the drain failed: {e}"),
+        }
+    }
+    assert_eq!(capture.signatures, vec![txs[0].0.clone()], "once");
+    assert!(capture.completed);
+    let status = addr.send(backtest_actors::GetStatus).await.unwrap();
+    assert_eq!(status.counters.duplicates_removed, 1);
+    assert_eq!(status.counters.reconnects, 1);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}

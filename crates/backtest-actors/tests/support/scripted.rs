@@ -124,6 +124,10 @@ impl Scripted {
                 })
                 .workers(1)
                 .disable_signals()
+                // A script that returns drops its connection at once (the
+                // default waits up to a second for the client to close;
+                // zero disables that wait).
+                .client_disconnect_timeout(Duration::ZERO)
                 .bind("127.0.0.1:0")
                 .expect("bind");
                 let addr = server.addrs()[0];
