@@ -35,7 +35,7 @@ pub async fn data_ws(
     state: web::Data<Arc<ServerState>>,
 ) -> actix_web::Result<HttpResponse> {
     let state = state.get_ref().clone();
-    let Some(session) = state.session(&path) else {
+    let Some(session) = state.data_session(&path) else {
         return Ok(HttpResponse::NotFound().body("unknown session"));
     };
     let (response, ws, stream) = actix_ws::handle(&req, body)?;

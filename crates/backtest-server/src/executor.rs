@@ -205,7 +205,16 @@ impl Executor {
     async fn execute(&mut self, until_batch: Option<u32>) -> Step {
         let slot = self.position.slot;
         if self.server.config.faults.terminal_error_at_slot == Some(slot) {
-            info!(session_id = %self.session.id, slot, "fault: terminal error at slot");
+            // Logged and counted like every other fault, so a run's log and
+            // `faults_fired` say why the session failed.
+            info!(
+                session_id = %self.session.id,
+                plane = "control",
+                slot,
+                fault = "terminal-error",
+                "fault injected"
+            );
+            self.server.fault_fired("terminal-error");
             self.session
                 .emit(SessionEventKind::Error(BacktestError::AdvanceSlotFailed {
                     slot,

@@ -17,6 +17,7 @@
 //! ```
 
 mod auth;
+pub mod cli;
 mod config;
 mod control;
 mod data;
@@ -77,6 +78,13 @@ pub fn bind(
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(1)
+        // When a WebSocket handler ends its response (a cut fault, a close,
+        // a finished connection), end the TCP connection at once after the
+        // flush. actix-web would otherwise linger up to a second waiting for
+        // the client to hang up, so an injected cut would reach the client
+        // only as a late EOF, and frames the client sends meanwhile would be
+        // silently swallowed.
+        .client_disconnect_timeout(std::time::Duration::ZERO)
         .bind(listen)?;
     let addr = server
         .addrs()

@@ -242,6 +242,12 @@ impl Session {
             .collect()
     }
 
+    /// Drop the kept responses: the session has been reaped and nobody can
+    /// attach any more (it is kept only for its data plane).
+    pub fn forget_replay(&self) {
+        self.state().replay = VecDeque::new();
+    }
+
     /// Hand the session to a new connection: it becomes the outbox owner and
     /// gets the replay after `last_sequence`. The outbox is set before the
     /// replay is collected, so a response emitted in between is sent twice

@@ -26,6 +26,14 @@ use crate::{
 /// How many finished sessions keep a report (for `record`).
 const REPORTS_KEPT: usize = 4096;
 
+/// How many ended sessions keep serving their data plane. A client may
+/// close its session as soon as `completed` arrives while its
+/// subscriptions still drain (the reference client does): a subscription
+/// cut in that window must be able to reconnect and resume from its
+/// cursor. An ended session's data is the ledger over its executed slots,
+/// so keeping it costs only the session's small shell.
+const ENDED_SESSIONS_SERVED: usize = 256;
+
 /// What a session executed, for comparing a client's capture to the truth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -86,6 +94,9 @@ pub struct ServerState {
     pub ledger: Ledger,
     pub started_at: chrono::DateTime<chrono::Utc>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Recently reaped sessions whose data plane is still served, oldest
+    /// first (see [`ENDED_SESSIONS_SERVED`]).
+    ended: Mutex<VecDeque<Arc<Session>>>,
     groups: Mutex<HashMap<String, Arc<ParallelGroup>>>,
     reports: Mutex<(HashMap<String, Report>, VecDeque<String>)>,
     usage: Mutex<HashMap<String, KeyUsage>>,
@@ -110,6 +121,7 @@ impl ServerState {
             ledger,
             started_at: chrono::Utc::now(),
             sessions: Mutex::default(),
+            ended: Mutex::default(),
             groups: Mutex::default(),
             reports: Mutex::default(),
             usage: Mutex::default(),
@@ -231,6 +243,14 @@ impl ServerState {
         lock(&self.sessions).get(id).cloned()
     }
 
+    /// The session whose data plane `/rpc/<id>` serves: a live one, or one
+    /// that ended recently (its subscriptions get the executed slots, then
+    /// `subscriptionComplete`).
+    pub fn data_session(&self, id: &str) -> Option<Arc<Session>> {
+        self.session(id)
+            .or_else(|| lock(&self.ended).iter().rev().find(|s| s.id == id).cloned())
+    }
+
     /// Number of live sessions.
     pub fn live_sessions(&self) -> usize {
         lock(&self.sessions).len()
@@ -264,7 +284,14 @@ impl ServerState {
         }
         let live: HashSet<String> = {
             let mut sessions = lock(&self.sessions);
-            sessions.remove(&session.id);
+            if let Some(reaped) = sessions.remove(&session.id) {
+                reaped.forget_replay();
+                let mut ended = lock(&self.ended);
+                ended.push_back(reaped);
+                while ended.len() > ENDED_SESSIONS_SERVED {
+                    ended.pop_front();
+                }
+            }
             sessions.keys().cloned().collect()
         };
         lock(&self.groups).retain(|_, g| g.sessions.iter().any(|s| live.contains(&s.id)));

@@ -26,6 +26,8 @@ pub struct Wire {
     session_id: Option<String>,
     frames: u64,
     dice: Option<DropDice>,
+    /// The link throttle has been reported for this connection.
+    throttle_reported: bool,
 }
 
 impl Wire {
@@ -37,6 +39,7 @@ impl Wire {
             session_id: None,
             frames: 0,
             dice: None,
+            throttle_reported: false,
         }
     }
 
@@ -87,6 +90,13 @@ impl Wire {
     async fn after_frame(&mut self, bytes: usize) {
         self.frames += 1;
         if let Some(delay) = self.state.config.faults.throttle_delay(bytes) {
+            // A throttle acts on every frame; it is reported (logged and
+            // counted) once per connection so the log says it was on without
+            // a line per frame.
+            if !self.throttle_reported {
+                self.throttle_reported = true;
+                self.fault("link-throttle");
+            }
             actix_rt::time::sleep(delay).await;
         }
     }
