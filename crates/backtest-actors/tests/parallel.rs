@@ -186,3 +186,35 @@ async fn random_data_drops_on_a_throttled_link_park_and_lose_nothing() {
     assert_eq!(status.coordinator.parked, 0);
     batch.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_sub_session_that_exhausts_its_budget_fails_alone() {
+    // The server refuses every data connection of the sub-session starting
+    // at 1100: its subscriptions can never come up.
+    let server = server(ServerConfig {
+        faults: FaultPlan::from_specs(&["refuse-data-start-slot=1100"]).unwrap(),
+        ..config()
+    });
+    let policy = ReconnectPolicy {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        max_attempts: 3,
+        ..ReconnectPolicy::default()
+    };
+    let (results, captures, batch) = run(&server, 1299, json!({}), policy).await;
+    assert_eq!(results.len(), 3);
+    let (failed, completed): (Vec<_>, Vec<_>) =
+        results.into_iter().partition(|r| r.range == (1100, 1199));
+    match &failed[0].outcome {
+        Err(backtest_actors::ManagedSessionError::SubscriptionFailed(reason)) => {
+            assert!(reason.contains("HTTP 503"), "{reason}");
+            assert!(reason.contains("budget exhausted"), "{reason}");
+        }
+        other => panic!("expected the refused sub-session to fail, got {other:?}"),
+    }
+    assert_eq!(failed[0].transactions, 0);
+    // Each subscription: the first connect, then three attempts.
+    assert_eq!(server.state().faults_fired().get("refuse-data"), Some(&8));
+    assert_all_exact(&server, &completed, &captures);
+    batch.shutdown().await;
+}

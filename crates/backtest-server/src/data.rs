@@ -38,6 +38,13 @@ pub async fn data_ws(
     let Some(session) = state.data_session(&path) else {
         return Ok(HttpResponse::NotFound().body("unknown session"));
     };
+    if state.config.faults.refuse_data_start_slot == Some(session.spec.start_slot) {
+        tracing::info!(session_id = %session.id, plane = "data", fault = "refuse-data", "fault injected");
+        state.fault_fired("refuse-data");
+        return Ok(
+            HttpResponse::ServiceUnavailable().body("injected fault: refuse-data-start-slot")
+        );
+    }
     let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let max = state.config.limits.max_frame_bytes;
     let stream = stream

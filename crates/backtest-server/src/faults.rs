@@ -47,6 +47,10 @@ pub struct FaultPlan {
     pub seed: u64,
     /// Fail the session with `advanceSlotFailed` when it reaches this slot.
     pub terminal_error_at_slot: Option<u64>,
+    /// Refuse every data-plane upgrade (HTTP 503) of the session whose range
+    /// starts at this slot: one sub-session of a parallel run can never
+    /// subscribe, so its client exhausts its reconnect budget alone.
+    pub refuse_data_start_slot: Option<u64>,
 }
 
 /// Error parsing a `--fault` specification.
@@ -66,7 +70,7 @@ pub enum FaultSpecError {
 
 const KNOWN_FAULTS: &str = "control-drop-after, close-1012-after, data-drop-after, \
 data-stall-after, attach-busy, garbage-every, link-bytes-per-sec, random-drops, seed, \
-terminal-error-at-slot";
+terminal-error-at-slot, refuse-data-start-slot";
 
 impl FaultPlan {
     /// Apply one `NAME=VALUE` specification (the `--fault` flag's argument).
@@ -99,6 +103,9 @@ impl FaultPlan {
                     self.random_drops = Some(p);
                 }
                 "seed" => self.seed = number(name, value)?,
+                "refuse-data-start-slot" => {
+                    self.refuse_data_start_slot = Some(number(name, value)?)
+                }
                 "terminal-error-at-slot" => {
                     self.terminal_error_at_slot = Some(number(name, value)?)
                 }
@@ -254,6 +261,10 @@ impl fmt::Display for FaultPlan {
             "terminal-error-at-slot",
             self.terminal_error_at_slot.map(|v| v.to_string()),
         );
+        push(
+            "refuse-data-start-slot",
+            self.refuse_data_start_slot.map(|v| v.to_string()),
+        );
         if parts.is_empty() {
             f.write_str("none")
         } else {
@@ -276,7 +287,8 @@ mod tests {
             "garbage-every=5",
             "link-bytes-per-sec=1000",
             "random-drops=0.25,seed=9",
-            "terminal-error-at-slot=1005",
+            "terminal-error-at-slot=1005,refuse-data-start-slot=1100",
+            "refuse-data-start-slot=1100",
         ])
         .unwrap();
         assert_eq!(
@@ -292,13 +304,14 @@ mod tests {
                 random_drops: Some(0.25),
                 seed: 9,
                 terminal_error_at_slot: Some(1005),
+                refuse_data_start_slot: Some(1100),
             }
         );
         assert_eq!(
             plan.to_string(),
             "control-drop-after=10,close-1012-after=11,data-drop-after=12,data-stall-after=13,\
 attach-busy=2,garbage-every=5,link-bytes-per-sec=1000,random-drops=0.25,seed=9,\
-terminal-error-at-slot=1005"
+terminal-error-at-slot=1005,refuse-data-start-slot=1100"
         );
         assert_eq!(FaultPlan::default().to_string(), "none");
     }
