@@ -23,7 +23,7 @@ use crate::{
     events::SessionInfo,
     frames::{ControlFrame, parse_control},
     url,
-    ws::{self, ConnectError, ConnectOptions, Inbound, Reader, Socket},
+    ws::{self, ConnectError, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
 
 /// What the connection must do first.
@@ -357,7 +357,7 @@ impl Conn {
             let message = tokio::time::timeout(timeout, self.reader.next(socket))
                 .await
                 .map_err(|_| ConnEnd::Lost(format!("no handshake response within {timeout:?}")))?
-                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+                .map_err(ReadError::into_end)?;
             let Some((seq, response)) = self.response_of(socket, message).await? else {
                 continue;
             };
@@ -395,7 +395,7 @@ impl Conn {
             let message = tokio::time::timeout(timeout, self.reader.next(socket))
                 .await
                 .map_err(|_| ConnEnd::Lost(format!("no create response within {timeout:?}")))?
-                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+                .map_err(ReadError::into_end)?;
             let Some((seq, response)) = self.response_of(socket, message).await? else {
                 continue;
             };
@@ -536,7 +536,7 @@ impl Conn {
                 message = self.reader.next(socket) => {
                     let message = match message {
                         Ok(message) => message,
-                        Err(e) => return ConnEnd::Lost(e.to_string()),
+                        Err(e) => return e.into_end(),
                     };
                     let (seq, response) = match self.response_of(socket, message).await {
                         Ok(Some(pair)) => pair,

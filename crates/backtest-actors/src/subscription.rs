@@ -33,7 +33,7 @@ use crate::{
         BoundedZstdStream, DataFrame, DecompressError, NotificationKind, decode_account_diff,
         decode_transaction, parse_data, transaction_signature,
     },
-    ws::{self, ConnectOptions, Inbound, Reader, Socket},
+    ws::{self, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
 
 /// Largest number of notifications handed over in one message.
@@ -298,7 +298,7 @@ impl Conn {
             let message = tokio::time::timeout_at(deadline, self.reader.next(socket))
                 .await
                 .map_err(|_| ConnEnd::Lost(format!("no subscribe ack within {timeout:?}")))?
-                .map_err(|e| ConnEnd::Lost(e.to_string()))?;
+                .map_err(ReadError::into_end)?;
             match &message {
                 Inbound::Text(bytes) => {
                     if let Ok(text) = std::str::from_utf8(bytes)
@@ -348,7 +348,7 @@ impl Conn {
                 message = self.reader.next(socket) => {
                     let message = match message {
                         Ok(message) => message,
-                        Err(e) => return self.finish(ConnEnd::Lost(e.to_string()), socket).await,
+                        Err(e) => return self.finish(e.into_end(), socket).await,
                     };
                     match self.process_ready(socket, message).await {
                         Ok(Step::Continue) => {}
@@ -393,7 +393,7 @@ impl Conn {
                 Some(Ok(next)) => message = next,
                 Some(Err(e)) => {
                     self.flush()?;
-                    return Err(ConnEnd::Lost(e.to_string()));
+                    return Err(e.into_end());
                 }
                 None => break,
             }

@@ -150,6 +150,17 @@ pub(crate) enum ReadError {
     TooLarge(usize),
 }
 
+impl ReadError {
+    /// How the connection ended: a message over the bound will not shrink
+    /// on a retry, so it is fatal; the rest is a lost connection.
+    pub fn into_end(self) -> crate::connection::ConnEnd {
+        match self {
+            Self::TooLarge(_) => crate::connection::ConnEnd::Fatal(self.to_string()),
+            other => crate::connection::ConnEnd::Lost(other.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

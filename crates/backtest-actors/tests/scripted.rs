@@ -313,3 +313,63 @@ async fn a_reconnecting_subscription_is_not_a_stall() {
     assert_eq!(status.counters.reconnects, 1);
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+#[actix_rt::test]
+async fn an_oversized_frame_fails_clearly_and_deep_nesting_is_skipped() {
+    let (programs, _) = ledger_txs();
+    let peer = Scripted::start(move |mut peer| async move {
+        if peer.path != "/rpc/s1" {
+            let _ = peer.recv_json().await;
+            // Hostile control frames first: skipped and counted.
+            peer.send_text(format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)))
+                .await;
+            peer.send_json(json!({"method": "sessionCreated", "params": {
+                "session_id": "s1", "rpc_endpoint": "/rpc/s1"}}))
+                .await;
+            peer.send_json(json!({"method": "readyForContinue"})).await;
+            return peer.idle().await;
+        }
+        let _ = peer.recv_json().await;
+        peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
+            .await;
+        peer.send_text("x".repeat(2 << 20)).await;
+        peer.idle().await;
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({})))
+        .max_frame_bytes(1 << 20)
+        .start();
+    addr.send(WaitSession).await.unwrap().unwrap();
+    addr.send(SubscribeTransactions {
+        programs: programs[..1].to_vec(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Pull until the stream ends (no continue: the data plane fails first).
+    let outcome = loop {
+        match tokio::time::timeout(WAIT, addr.send(backtest_actors::NextEvent))
+            .await
+            .expect("ends")
+            .unwrap()
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let status = addr.send(backtest_actors::GetStatus).await.unwrap();
+    assert_eq!(status.counters.undecodable_frames, 1, "the nested frame");
+    assert_eq!(
+        status.counters.reconnects, 0,
+        "a frame too large is not retried"
+    );
+    match outcome {
+        Err(ManagedSessionError::SubscriptionFailed(reason)) => {
+            assert!(
+                reason.contains("message larger than 1048576 bytes"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a subscription failure, got {other:?}"),
+    }
+}
