@@ -2,6 +2,8 @@
 //! and expect exact frames), servers on free loopback ports, and bounded
 //! waits.
 
+pub mod soak;
+
 use std::time::Duration;
 
 use awc::ws::{Codec, Frame, Message};

@@ -98,11 +98,24 @@ impl SupervisorBuilder {
     }
 
     /// Trust this root certificate (DER) for `wss://`, besides the webpki
-    /// roots: for a service behind a private certificate authority.
+    /// (Mozilla) roots and the operating system's: for a service behind a
+    /// private certificate authority, or a self-signed certificate. A
+    /// certificate that does not parse fails the session with
+    /// [`crate::ManagedSessionError::Create`].
     pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
         self.extra_roots
             .push(rustls::pki_types::CertificateDer::from(der));
         self
+    }
+
+    /// [`Self::add_root_certificate`] for every `CERTIFICATE` block of a PEM
+    /// text (a CA file, `ca.pem`). Fails, with a one-line reason, on
+    /// malformed PEM or a text without any certificate.
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Result<Self, String> {
+        for der in crate::tls::certificates_from_pem(pem)? {
+            self = self.add_root_certificate(der);
+        }
+        Ok(self)
     }
 
     /// Push every event to `recipient` (awaiting each delivery: a slow

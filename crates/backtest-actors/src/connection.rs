@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use actix::{Message, WeakRecipient};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How a connection ended.
@@ -47,5 +48,34 @@ impl CreditPool {
     /// Take credit without waiting, if any is left.
     pub fn try_acquire(&self) -> Option<Credit> {
         self.0.clone().try_acquire_owned().ok().map(Credit)
+    }
+}
+
+/// Tells a connection's supervisor how the connection ended, exactly once:
+/// from the connection task when it returns, or from the actor's `stopped`
+/// when the actor was stopped from outside.
+pub(crate) struct EndReporter<M: Message<Result = ()> + Send> {
+    report: WeakRecipient<M>,
+    ended: Box<dyn Fn(ConnEnd) -> M>,
+    sent: bool,
+}
+
+impl<M: Message<Result = ()> + Send + 'static> EndReporter<M> {
+    /// `ended` builds the report message for an end.
+    pub fn new(report: WeakRecipient<M>, ended: impl Fn(ConnEnd) -> M + 'static) -> Self {
+        Self {
+            report,
+            ended: Box::new(ended),
+            sent: false,
+        }
+    }
+
+    pub fn send(&mut self, end: ConnEnd) {
+        if std::mem::replace(&mut self.sent, true) {
+            return;
+        }
+        if let Some(report) = self.report.upgrade() {
+            report.do_send((self.ended)(end));
+        }
     }
 }

@@ -19,11 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::{
-    connection::{ConnEnd, Credit, CreditPool},
+    connection::{ConnEnd, Credit, CreditPool, EndReporter},
     events::SessionInfo,
     frames::{ControlFrame, parse_control},
     url,
-    ws::{self, ConnectError, ConnectOptions, Inbound, ReadError, Reader, Socket},
+    ws::{self, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
 
 /// What the connection must do first.
@@ -102,9 +102,8 @@ enum Command {
 pub(crate) struct ControlActor {
     setup: Option<Setup>,
     commands: Option<mpsc::Sender<Command>>,
-    report: WeakRecipient<ControlReport>,
-    generation: u64,
-    ended: bool,
+    end: EndReporter<ControlReport>,
+    close_timeout: std::time::Duration,
 }
 
 /// Everything the connection task needs.
@@ -128,7 +127,9 @@ impl ControlActor {
         credits: CreditPool,
     ) -> Self {
         let http_base = url::http_base(&url);
+        let close_timeout = options.close_timeout;
         Self {
+            close_timeout,
             setup: Some(Setup {
                 url,
                 http_base,
@@ -139,21 +140,10 @@ impl ControlActor {
                 credits,
             }),
             commands: None,
-            report,
-            generation,
-            ended: false,
-        }
-    }
-
-    fn report_end(&mut self, end: ConnEnd) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
-        if let Some(report) = self.report.upgrade() {
-            report.do_send(ControlReport {
-                generation: self.generation,
+            end: EndReporter::new(report, move |end| ControlReport {
+                generation,
                 kind: ControlReportKind::Ended(end),
-            });
+            }),
         }
     }
 }
@@ -169,14 +159,14 @@ impl Actor for ControlActor {
             return;
         };
         ctx.spawn(run(setup, rx).into_actor(self).map(|end, act, ctx| {
-            act.report_end(end);
+            act.end.send(end);
             ctx.stop();
         }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         // Stopped from outside (its address dropped): the socket is gone.
-        self.report_end(ConnEnd::Orphaned);
+        self.end.send(ConnEnd::Orphaned);
     }
 }
 
@@ -201,31 +191,55 @@ impl Handler<SendRequest> for ControlActor {
 impl Handler<CloseSession> for ControlActor {
     type Result = ();
 
-    fn handle(&mut self, _: CloseSession, _: &mut Self::Context) {
+    fn handle(&mut self, _: CloseSession, ctx: &mut Self::Context) {
         if let Some(commands) = &self.commands {
             let _ = commands.try_send(Command::Close);
         }
+        // The graceful close has its own budget; past it (and a margin) the
+        // connection is cut.
+        ctx.run_later(self.close_timeout * 2, |_, ctx| ctx.stop());
     }
 }
 
 /// The connection's life: connect, handshake, then serve until it ends.
 async fn run(setup: Setup, mut commands: mpsc::Receiver<Command>) -> ConnEnd {
-    let mut socket = match ws::connect(&setup.url, &setup.options, true).await {
-        Ok(socket) => socket,
-        Err(ConnectError::Unauthorized(code)) => {
-            return ConnEnd::Fatal(format!("the server refused the API key (HTTP {code})"));
-        }
-        Err(e) => return ConnEnd::Lost(format!("connect: {e}")),
+    let options = setup.options.clone();
+    let opening = async {
+        let mut socket = ws::connect(&setup.url, &options, true)
+            .await
+            .map_err(ws::ConnectError::into_end)?;
+        let mut conn = Conn {
+            reader: Reader::new(&options),
+            setup,
+            last_inbound: Instant::now(),
+        };
+        conn.handshake(&mut socket).await?;
+        Ok::<_, ConnEnd>((socket, conn))
     };
-    let mut conn = Conn {
-        reader: Reader::new(&setup.options),
-        setup,
-        last_inbound: Instant::now(),
+    // A close request during connect or handshake ends the attempt at once
+    // (requests to send wait for the handshake).
+    let opened = tokio::select! {
+        opened = opening => opened,
+        _ = wait_for_close(&mut commands) => return ConnEnd::Closed,
     };
-    if let Err(end) = conn.handshake(&mut socket).await {
-        return end;
-    }
+    let (mut socket, mut conn) = match opened {
+        Ok(opened) => opened,
+        Err(end) => return end,
+    };
     conn.serve(&mut socket, &mut commands).await
+}
+
+/// Resolve when a close is requested (or every sender is gone); fail the
+/// send requests that arrive meanwhile: nothing can be sent yet.
+async fn wait_for_close(commands: &mut mpsc::Receiver<Command>) {
+    loop {
+        match commands.recv().await {
+            Some(Command::Send(_, done)) => {
+                let _ = done.send(Err("the control connection is not up yet".into()));
+            }
+            Some(Command::Close) | None => return,
+        }
+    }
 }
 
 struct Conn {

@@ -74,7 +74,7 @@ mod parallel_facade;
 mod runtime;
 mod subscription;
 mod supervisor;
-mod tls;
+pub mod tls;
 pub mod url;
 mod ws;
 

@@ -198,6 +198,7 @@ async fn run_one(
     events: Option<Recipient<BatchEvent>>,
 ) -> SubSessionResult {
     let session_id = sub.session_info().session_id.clone();
+    let range = sub.range();
     if !options.transaction_programs.is_empty() {
         sub.subscribe_transactions(options.transaction_programs.clone());
     }
@@ -218,8 +219,13 @@ async fn run_one(
                     advance_count: options.advance_count.max(1),
                     ..ContinueParams::default()
                 };
-                if let Err(e) = sub.send_continue(step).await {
-                    break Err(e);
+                match sub.send_continue(step).await {
+                    Ok(()) => {}
+                    // Refused because the session has already ended: its
+                    // last events (`Completed`, or the failure) are still
+                    // to be read.
+                    Err(ManagedSessionError::ControlClosed) => {}
+                    Err(e) => break Err(e),
                 }
             }
             ManagedEvent::Slot(_) => slots += 1,
@@ -239,9 +245,12 @@ async fn run_one(
         }
     };
     let counters = sub.status().await.map(|s| s.counters).unwrap_or_default();
+    // Done with it either way: a sub-session given up on must not keep its
+    // connections (and their streaming registrations) alive.
+    sub.session.shutdown().await;
     SubSessionResult {
         session_id,
-        range: sub.range(),
+        range,
         slots,
         transactions: counters.transactions,
         account_diffs: counters.account_diffs,

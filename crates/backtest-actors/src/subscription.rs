@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::{
-    connection::{ConnEnd, Credit, CreditPool},
+    connection::{ConnEnd, Credit, CreditPool, EndReporter},
     coordinator::{EnterStreaming, ReconnectCoordinator, ReconnectSlot},
     dedup::DiffKey,
     events::ManagedEvent,
@@ -105,34 +105,22 @@ pub(crate) struct SubscriptionSetup {
 pub(crate) struct SubscriptionActor {
     setup: Option<SubscriptionSetup>,
     stop: Option<mpsc::Sender<()>>,
-    report: WeakRecipient<SubscriptionReport>,
-    index: usize,
-    generation: u64,
-    ended: bool,
+    end: EndReporter<SubscriptionReport>,
+    close_timeout: std::time::Duration,
 }
 
 impl SubscriptionActor {
     pub fn new(setup: SubscriptionSetup) -> Self {
+        let (index, generation) = (setup.index, setup.generation);
         Self {
-            report: setup.report.clone(),
-            index: setup.index,
-            generation: setup.generation,
+            end: EndReporter::new(setup.report.clone(), move |end| SubscriptionReport {
+                index,
+                generation,
+                kind: SubscriptionReportKind::Ended(end),
+            }),
+            close_timeout: setup.options.close_timeout,
             setup: Some(setup),
             stop: None,
-            ended: false,
-        }
-    }
-
-    fn report_end(&mut self, end: ConnEnd) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
-        if let Some(report) = self.report.upgrade() {
-            report.do_send(SubscriptionReport {
-                index: self.index,
-                generation: self.generation,
-                kind: SubscriptionReportKind::Ended(end),
-            });
         }
     }
 }
@@ -148,48 +136,39 @@ impl Actor for SubscriptionActor {
             return;
         };
         ctx.spawn(run(setup, rx).into_actor(self).map(|end, act, ctx| {
-            act.report_end(end);
+            act.end.send(end);
             ctx.stop();
         }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.report_end(ConnEnd::Orphaned);
+        self.end.send(ConnEnd::Orphaned);
     }
 }
 
 impl Handler<StopSubscription> for SubscriptionActor {
     type Result = ();
 
-    fn handle(&mut self, _: StopSubscription, _: &mut Self::Context) {
+    fn handle(&mut self, _: StopSubscription, ctx: &mut Self::Context) {
         if let Some(stop) = &self.stop {
             let _ = stop.try_send(());
         }
+        // A connection that does not finish closing in time is cut.
+        ctx.run_later(self.close_timeout, |_, ctx| ctx.stop());
     }
 }
 
 async fn run(mut setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> ConnEnd {
     let slot = setup.slot.take();
     let streaming = setup.streaming.take();
-    let mut socket = match ws::connect(&setup.ws_url, &setup.options, false).await {
-        Ok(socket) => socket,
-        Err(e) => return ConnEnd::Lost(format!("connect {}: {e}", setup.ws_url)),
+    // A stop during connect or subscribe ends the attempt at once.
+    let opened = tokio::select! {
+        biased;
+        _ = stop.recv() => return ConnEnd::Closed,
+        opened = open(setup) => opened,
     };
-    let decoder = match BoundedZstdStream::new(setup.options.max_frame_bytes) {
-        Ok(decoder) => decoder,
-        Err(e) => return ConnEnd::Fatal(format!("zstd decoder: {e}")),
-    };
-    let mut conn = Conn {
-        reader: Reader::new(&setup.options),
-        subs: HashMap::new(),
-        completed: HashSet::new(),
-        decoder,
-        batch: Vec::new(),
-        last_inbound: Instant::now(),
-        setup,
-    };
-    let pending = match conn.subscribe(&mut socket).await {
-        Ok(pending) => pending,
+    let (mut socket, mut conn, pending) = match opened {
+        Ok(opened) => opened,
         Err(end) => return end,
     };
     // Subscribed: the handshake is through, give the slot back and count
@@ -213,6 +192,27 @@ async fn run(mut setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> Conn
         return end;
     }
     conn.serve(&mut socket, &mut stop).await
+}
+
+/// Connect and subscribe every program; the notifications that arrived
+/// between acks come back to be processed first.
+async fn open(setup: SubscriptionSetup) -> Result<(Socket, Conn, Vec<Inbound>), ConnEnd> {
+    let mut socket = ws::connect(&setup.ws_url, &setup.options, false)
+        .await
+        .map_err(ws::ConnectError::into_end)?;
+    let decoder = BoundedZstdStream::new(setup.options.max_frame_bytes)
+        .map_err(|e| ConnEnd::Fatal(format!("zstd decoder: {e}")))?;
+    let mut conn = Conn {
+        reader: Reader::new(&setup.options),
+        subs: HashMap::new(),
+        completed: HashSet::new(),
+        decoder,
+        batch: Vec::new(),
+        last_inbound: Instant::now(),
+        setup,
+    };
+    let pending = conn.subscribe(&mut socket).await?;
+    Ok((socket, conn, pending))
 }
 
 enum Step {

@@ -773,12 +773,32 @@ impl SessionSupervisor {
         self.continue_in_flight = true;
         self.in_flight_request = serde_json::to_value(&request).ok();
         ctx.spawn(sending(request).into_actor(self).map(
-            move |result: Result<(), String>, act, _| {
-                if let Err(e) = &result {
-                    act.continue_in_flight = false;
-                    warn!(error = %e, "continue not sent");
+            move |result: Result<(), String>, act, ctx| {
+                let Err(e) = result else {
+                    let _ = tx.send(Ok(()));
+                    return;
+                };
+                act.continue_in_flight = false;
+                // The write failed with the connection: the server never
+                // got it. Unless the session is over, wait for the link to
+                // come back and send it then.
+                let request = act
+                    .in_flight_request
+                    .take()
+                    .and_then(|v| serde_json::from_value::<BacktestRequest>(v).ok());
+                match request {
+                    Some(request) if act.outcome.is_none() && act.pending_continue.is_none() => {
+                        warn!(error = %e, "continue not sent; sending it once the control link is back");
+                        act.pending_continue = Some((request, tx));
+                        // The link's loss is reported separately; look
+                        // again shortly rather than at once.
+                        ctx.run_later(Duration::from_millis(100), |act, ctx| act.gate(ctx));
+                    }
+                    _ => {
+                        warn!(error = %e, "continue not sent");
+                        let _ = tx.send(Err(ManagedSessionError::ContinueSend(e)));
+                    }
                 }
-                let _ = tx.send(result.map_err(ManagedSessionError::ContinueSend));
             },
         ));
     }

@@ -73,8 +73,24 @@ pub(crate) enum ConnectError {
     Unauthorized(u16),
     /// The server answered the upgrade with another status.
     Status(u16),
+    /// The server's certificate is not trusted (or not valid for the
+    /// host): retrying won't help.
+    Certificate(String),
     /// No connection (refused, reset, timed out, TLS, ...).
     Io(String),
+}
+
+impl ConnectError {
+    /// How the connection attempt ended: refused credentials and untrusted
+    /// certificates are fatal, the rest may pass.
+    pub fn into_end(self) -> crate::connection::ConnEnd {
+        match self {
+            Self::Unauthorized(_) | Self::Certificate(_) => {
+                crate::connection::ConnEnd::Fatal(self.to_string())
+            }
+            other => crate::connection::ConnEnd::Lost(format!("connect: {other}")),
+        }
+    }
 }
 
 impl std::fmt::Display for ConnectError {
@@ -82,6 +98,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             Self::Unauthorized(code) => write!(f, "the server refused the API key (HTTP {code})"),
             Self::Status(code) => write!(f, "upgrade refused with HTTP {code}"),
+            Self::Certificate(e) => write!(f, "TLS: {e}"),
             Self::Io(e) => f.write_str(e),
         }
     }
@@ -124,7 +141,14 @@ pub(crate) async fn connect(
             }
         }
         // awc's errors never include header values, so the key cannot leak.
-        Ok(Err(e)) => Err(ConnectError::Io(e.to_string())),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("invalid peer certificate") {
+                Err(ConnectError::Certificate(text))
+            } else {
+                Err(ConnectError::Io(text))
+            }
+        }
     }
 }
 

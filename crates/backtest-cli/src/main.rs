@@ -11,6 +11,7 @@ mod ranges;
 mod run;
 mod session;
 mod summary;
+mod tls;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -55,6 +56,11 @@ pub struct RunArgs {
     /// API key sent as `X-API-Key`.
     #[arg(long, env = "BACKTEST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Also trust the root certificate(s) of this PEM file for `wss://`
+    /// (a private CA, a self-signed server), besides the webpki and system
+    /// roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// First slot to replay.
     #[arg(long)]
     pub start_slot: u64,
@@ -112,6 +118,10 @@ pub struct RangesArgs {
     /// Without it, the embedded reference server's ranges are listed.
     #[arg(long)]
     pub url: Option<String>,
+    /// Also trust the root certificate(s) of this PEM file for `https://`,
+    /// besides the webpki and system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Emit JSON instead of a table.
     #[arg(long)]
     pub json: bool,

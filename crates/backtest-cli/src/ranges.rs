@@ -1,6 +1,6 @@
 //! `backtest ranges`: `/available-ranges` as a table.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use backtest_server::{RunningServer, ServerConfig};
 use simulator_api::AvailableRange;
@@ -10,6 +10,10 @@ use crate::{CliError, RangesArgs};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn ranges(args: RangesArgs) -> Result<u8, CliError> {
+    let extra_roots = match &args.ca_cert {
+        Some(path) => crate::tls::read_ca_cert(path)?,
+        None => Vec::new(),
+    };
     let (server, base) = match &args.url {
         Some(url) => {
             let control = backtest_actors::url::control_url(url)
@@ -31,7 +35,7 @@ pub fn ranges(args: RangesArgs) -> Result<u8, CliError> {
         }
     };
     let url = format!("{base}/available-ranges");
-    let ranges = actix_rt::System::new().block_on(fetch(&url))?;
+    let ranges = actix_rt::System::new().block_on(fetch(&url, &extra_roots))?;
     if args.json {
         println!(
             "{}",
@@ -46,10 +50,11 @@ pub fn ranges(args: RangesArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-async fn fetch(url: &str) -> Result<Vec<AvailableRange>, CliError> {
+async fn fetch(url: &str, extra_roots: &[Vec<u8>]) -> Result<Vec<AvailableRange>, CliError> {
+    let tls = crate::tls::client_config(extra_roots).map_err(CliError::usage)?;
     let client = awc::Client::builder()
         .timeout(TIMEOUT)
-        .connector(awc::Connector::new().rustls_0_23(tls_config()))
+        .connector(awc::Connector::new().rustls_0_23(tls))
         .finish();
     let mut response = client
         .get(url)
@@ -69,19 +74,6 @@ async fn fetch(url: &str) -> Result<Vec<AvailableRange>, CliError> {
         .map_err(|e| CliError::failed(format!("GET {url}: {e}")))?;
     serde_json::from_slice(&body)
         .map_err(|e| CliError::failed(format!("GET {url}: not a list of ranges: {e}")))
-}
-
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
 }
 
 /// The ranges as an aligned text table.

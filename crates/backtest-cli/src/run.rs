@@ -51,12 +51,18 @@ struct Job {
     parallel: bool,
     create: CreateBacktestSessionRequest,
     drain_idle_timeout: Duration,
+    /// Extra roots (DER) from `--ca-cert`.
+    extra_roots: Vec<Vec<u8>>,
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
     init_logging(&args.log_level)?;
     let started = Instant::now();
     let range = range(&args)?;
+    let extra_roots = match &args.ca_cert {
+        Some(path) => crate::tls::read_ca_cert(path)?,
+        None => Vec::new(),
+    };
     let url = args
         .url
         .as_deref()
@@ -146,6 +152,7 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
         parallel: args.parallel,
         create,
         drain_idle_timeout: Duration::from_secs(args.drain_idle_timeout),
+        extra_roots,
     };
 
     let out = Rc::new(RefCell::new(out));
@@ -234,8 +241,11 @@ async fn execute(
     if job.parallel {
         return execute_parallel(job, out, progress, cancel).await;
     }
-    let builder = SessionSupervisor::builder(job.url.clone(), job.api_key.clone(), job.create)
+    let mut builder = SessionSupervisor::builder(job.url.clone(), job.api_key.clone(), job.create)
         .drain_idle_timeout(job.drain_idle_timeout);
+    for root in &job.extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
     let session = match ManagedBacktestSession::start_with_builder(builder, cancel.clone()).await {
         Ok(session) => session,
         Err(e) => return Outcome::error(e.to_string()),
@@ -261,8 +271,11 @@ async fn execute_parallel(
     progress: &Progress,
     cancel: CancellationToken,
 ) -> Outcome {
-    let builder = ParallelSupervisor::builder(job.url.clone(), job.api_key.clone(), job.create)
+    let mut builder = ParallelSupervisor::builder(job.url.clone(), job.api_key.clone(), job.create)
         .drain_idle_timeout(job.drain_idle_timeout);
+    for root in &job.extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
     let mut parallel =
         match ManagedParallelSession::start_with_builder(builder, cancel.clone()).await {
             Ok(parallel) => parallel,

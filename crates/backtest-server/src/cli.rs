@@ -2,9 +2,9 @@
 //! `backtest-server` binary and the `backtest server` subcommand of the CLI
 //! (so both take exactly the same flags).
 
-use std::{io::IsTerminal, io::Write, net::SocketAddr, time::Duration};
+use std::{io::IsTerminal, io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::{FaultPlan, LedgerConfig, ServerConfig};
+use crate::{FaultPlan, LedgerConfig, ServerConfig, TlsConfig};
 
 /// Flags of a foreground reference server.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,12 +51,31 @@ pub struct ServerArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Serve TLS (`wss://`) with this certificate chain (PEM, leaf first);
+    /// needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
     /// The server configuration these flags describe (faults checked).
     pub fn config(&self) -> Result<ServerConfig, String> {
         let faults = FaultPlan::from_specs(&self.faults).map_err(|e| e.to_string())?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = TlsConfig::from_pem_files(cert, key)
+                    .map_err(|e| format!("cannot read --tls-cert/--tls-key: {e}"))?;
+                // Checked now, so a bad pair is a one-line start-up error.
+                tls.server_config()
+                    .map_err(|e| format!("bad --tls-cert/--tls-key: {e}"))?;
+                Some(tls)
+            }
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
         Ok(ServerConfig {
             ledger: LedgerConfig {
                 seed: self.seed,
@@ -74,6 +93,7 @@ impl ServerArgs {
             slot_interval: Duration::from_millis(self.slot_interval_ms),
             faults,
             workers: self.workers,
+            tls,
             ..ServerConfig::default()
         })
     }
@@ -81,7 +101,8 @@ impl ServerArgs {
 
 /// Run a server in the foreground until Ctrl-C: set up logging to stderr
 /// (`--log-level`), bind, print exactly one line,
-/// `listening on ws://ADDR/backtest`, to stdout, then serve. An `Err` is a
+/// `listening on ws://ADDR/backtest` (`wss://` with `--tls-cert`), to
+/// stdout, then serve. An `Err` is a
 /// one-line reason (bad flags, cannot listen).
 pub fn serve(args: ServerArgs) -> Result<(), String> {
     tracing_subscriber::fmt()
@@ -93,6 +114,7 @@ pub fn serve(args: ServerArgs) -> Result<(), String> {
         )
         .init();
     let config = args.config()?;
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let state = crate::build_state(config).map_err(|e| e.to_string())?;
     actix_rt::System::new().block_on(async move {
         let faults = state.config.faults.to_string();
@@ -103,7 +125,7 @@ pub fn serve(args: ServerArgs) -> Result<(), String> {
         tracing::info!(%addr, %faults, "backtest server started");
         {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "listening on ws://{addr}/backtest");
+            let _ = writeln!(stdout, "listening on {scheme}://{addr}/backtest");
             let _ = stdout.flush();
         }
         let handle = server.handle();

@@ -1,7 +1,7 @@
 //! Server configuration: the data set, who may connect, pacing, limits and
 //! faults. One struct serves the binary's flags and in-process embedding.
 
-use std::{fmt, time::Duration};
+use std::{fmt, io, path::Path, sync::Arc, time::Duration};
 
 use backtest_ledger::LedgerConfig;
 use simulator_api::AvailableRange;
@@ -55,6 +55,71 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// actix-web worker threads.
     pub workers: usize,
+    /// Serve TLS (`wss://`, `https://`) with this certificate; plain
+    /// `ws://` without it.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate chain and private key, both PEM.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM `CERTIFICATE` blocks).
+    pub cert_chain_pem: Vec<u8>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+}
+
+impl TlsConfig {
+    /// Read the chain and the key from PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> io::Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        Ok(Self {
+            cert_chain_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
+    }
+
+    /// The rustls server configuration: ring provider (chosen explicitly,
+    /// never the process default), safe default protocol versions, no client
+    /// authentication. Fails on an empty chain, a missing key or a key that
+    /// does not match the certificate.
+    pub fn server_config(&self) -> io::Result<rustls::ServerConfig> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        let chain = CertificateDer::pem_slice_iter(&self.cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("bad TLS certificate PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                "no CERTIFICATE block in the TLS certificate PEM".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| invalid(format!("bad TLS private key PEM: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("TLS setup: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| invalid(format!("TLS certificate or key rejected: {e}")))
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    /// The key is a secret: only the chain's size is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field(
+                "cert_chain_pem",
+                &format_args!("<{} bytes>", self.cert_chain_pem.len()),
+            )
+            .field("key_pem", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -67,6 +132,7 @@ impl Default for ServerConfig {
             faults: FaultPlan::default(),
             limits: Limits::default(),
             workers: 2,
+            tls: None,
         }
     }
 }
@@ -85,6 +151,7 @@ impl fmt::Debug for ServerConfig {
             .field("faults", &self.faults)
             .field("limits", &self.limits)
             .field("workers", &self.workers)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -143,5 +210,20 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("super-secret-key"), "{shown}");
         assert!(shown.contains("<1 redacted>"));
+    }
+
+    #[test]
+    fn tls_rejects_pem_without_certificate_or_key() {
+        let no_cert = TlsConfig {
+            cert_chain_pem: b"not a certificate".to_vec(),
+            key_pem: Vec::new(),
+        };
+        let err = no_cert.server_config().unwrap_err().to_string();
+        assert_eq!(err, "no CERTIFICATE block in the TLS certificate PEM");
+        let shown = format!("{no_cert:?}");
+        assert_eq!(
+            shown,
+            "TlsConfig { cert_chain_pem: <17 bytes>, key_pem: <redacted> }"
+        );
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::{
+    rpc_request::{RpcRequest, SubscriptionKind as Kind, parse_rpc_request, rpc_error},
     session::{Progress, Session},
     state::ServerState,
     wire::{Cut, Wire},
@@ -65,13 +66,6 @@ pub async fn data_ws(
     };
     actix_rt::spawn(conn.run(stream));
     Ok(response)
-}
-
-/// The two subscription kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Transaction,
-    AccountDiff,
 }
 
 impl Kind {
@@ -292,74 +286,38 @@ impl DataConnection {
     }
 
     async fn request(&mut self, text: &str) -> Result<(), Cut> {
-        let reply = match serde_json::from_str::<Value>(text) {
-            Ok(request) => self.handle(request),
-            Err(e) => rpc_error(Value::Null, -32700, &format!("Parse error: {e}")),
-        };
+        let reply = self.handle(parse_rpc_request(text));
         self.send_json(reply).await
     }
 
-    /// Answer one JSON-RPC request.
-    fn handle(&mut self, request: Value) -> Value {
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let Some(method) = request.get("method").and_then(Value::as_str) else {
-            return rpc_error(id, -32600, "Invalid request: missing method");
-        };
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
-        match method {
-            "transactionSubscribe" => self.subscribe(id, Kind::Transaction, &params),
-            "accountDiffSubscribe" => self.subscribe(id, Kind::AccountDiff, &params),
-            "transactionUnsubscribe" | "accountDiffUnsubscribe" => {
-                let sub_id = params.get(0).and_then(Value::as_u64);
+    /// Answer one parsed JSON-RPC request.
+    fn handle(&mut self, request: RpcRequest) -> Value {
+        match request {
+            RpcRequest::Subscribe {
+                id,
+                kind,
+                program,
+                config,
+            } => self.subscribe(id, kind, program, &config),
+            RpcRequest::Unsubscribe { id, subscription } => {
                 let before = self.subs.len();
-                self.subs.retain(|s| Some(s.id) != sub_id);
+                self.subs.retain(|s| Some(s.id) != subscription);
                 json!({"jsonrpc": "2.0", "id": id, "result": self.subs.len() < before})
             }
-            other => rpc_error(id, -32601, &format!("Method not found: {other}")),
+            RpcRequest::Error { id, code, message } => rpc_error(id, code, &message),
         }
     }
 
-    fn subscribe(&mut self, id: Value, kind: Kind, params: &Value) -> Value {
-        let program = match kind {
-            Kind::Transaction => params
-                .get(0)
-                .and_then(|filter| filter.get("mentions"))
-                .and_then(Value::as_array)
-                .filter(|m| m.len() == 1)
-                .and_then(|m| m[0].as_str()),
-            Kind::AccountDiff => params.get(0).and_then(Value::as_str),
-        };
-        let Some(program) = program else {
-            let expected = match kind {
-                Kind::Transaction => r#"[{"mentions": [PROGRAM]}, {config}]"#,
-                Kind::AccountDiff => r#"[PROGRAM, {"address_type": "program", ...}]"#,
-            };
-            return rpc_error(id, -32602, &format!("Invalid params: expected {expected}"));
-        };
-        if !is_pubkey(program) {
-            return rpc_error(
-                id,
-                -32602,
-                &format!("Invalid params: `{program}` is not a base58 public key"),
-            );
-        }
-        let config = params.get(1);
-        if kind == Kind::AccountDiff {
-            let address_type = config
-                .and_then(|c| c.get("address_type"))
-                .and_then(Value::as_str);
-            if address_type.is_some_and(|t| t != "program") {
-                return rpc_error(
-                    id,
-                    -32602,
-                    "Invalid params: only address_type \"program\" is supported",
-                );
-            }
-        }
+    fn subscribe(
+        &mut self,
+        id: Value,
+        kind: Kind,
+        program: String,
+        options: &SubscribeConfig,
+    ) -> Value {
         if self.subs.len() >= self.state.config.limits.max_subscriptions_per_connection {
             return rpc_error(id, -32000, "subscription limit reached for this connection");
         }
-        let options = SubscribeConfig::from_value(config);
         let start = self.session.spec.start_slot;
         let next_slot = options
             .replay_from_slot
@@ -368,21 +326,11 @@ impl DataConnection {
         self.subs.push(Subscription {
             id: sub_id,
             kind,
-            program: program.to_string(),
+            program,
             next_slot,
             compress: options.compression == Some(Compression::Zstd),
             complete_sent: false,
         });
         json!({"jsonrpc": "2.0", "id": id, "result": sub_id})
     }
-}
-
-fn is_pubkey(text: &str) -> bool {
-    bs58::decode(text)
-        .into_vec()
-        .is_ok_and(|bytes| bytes.len() == 32)
-}
-
-fn rpc_error(id: Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }

@@ -25,6 +25,7 @@ mod executor;
 pub mod faults;
 mod http;
 mod outbox;
+pub mod rpc_request;
 mod session;
 mod state;
 mod wire;
@@ -36,7 +37,7 @@ pub use backtest_ledger::{DiffKey, Ledger, LedgerConfig};
 
 pub use crate::{
     auth::API_KEY_HEADER,
-    config::{Limits, ServerConfig},
+    config::{Limits, ServerConfig, TlsConfig},
     faults::{FaultPlan, FaultSpecError},
     session::Finish,
     state::{ServerState, SessionRecord},
@@ -74,6 +75,7 @@ pub fn bind(
     listen: SocketAddr,
 ) -> io::Result<(actix_web::dev::Server, SocketAddr)> {
     let workers = state.config.workers.max(1);
+    let tls = state.config.tls.clone();
     let server = HttpServer::new(move || App::new().configure(routes(state.clone())))
         .workers(workers)
         .disable_signals()
@@ -84,8 +86,11 @@ pub fn bind(
         // the client to hang up, so an injected cut would reach the client
         // only as a late EOF, and frames the client sends meanwhile would be
         // silently swallowed.
-        .client_disconnect_timeout(std::time::Duration::ZERO)
-        .bind(listen)?;
+        .client_disconnect_timeout(std::time::Duration::ZERO);
+    let server = match &tls {
+        Some(tls) => server.bind_rustls_0_23(listen, tls.server_config()?)?,
+        None => server.bind(listen)?,
+    };
     let addr = server
         .addrs()
         .first()
@@ -142,14 +147,20 @@ impl RunningServer {
         self.addr
     }
 
-    /// `ws://ADDR/backtest`.
+    /// `ws://ADDR/backtest` (`wss://` when serving TLS).
     pub fn control_url(&self) -> String {
-        format!("ws://{}/backtest", self.addr)
+        let tls = self.state.config.tls.is_some();
+        format!(
+            "{}://{}/backtest",
+            if tls { "wss" } else { "ws" },
+            self.addr
+        )
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR` (`https://` when serving TLS).
     pub fn http_base(&self) -> String {
-        format!("http://{}", self.addr)
+        let tls = self.state.config.tls.is_some();
+        format!("{}://{}", if tls { "https" } else { "http" }, self.addr)
     }
 
     /// The server's state: records, usage, fault counts.

@@ -1,7 +1,7 @@
 //! `backtest-server`: run the reference backtest server.
 //!
-//! Prints exactly one line, `listening on ws://ADDR/backtest`, to stdout once
-//! bound (so scripts can read the port), then logs to stderr.
+//! Prints exactly one line, `listening on ws://ADDR/backtest` (`wss://`
+//! with `--tls-cert`), to stdout once bound (so scripts can read the port), then logs to stderr.
 
 use std::process::ExitCode;
 
