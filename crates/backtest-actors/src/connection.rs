@@ -56,13 +56,13 @@ impl CreditPool {
 /// when the actor was stopped from outside.
 pub(crate) struct EndReporter<M: Message<Result = ()> + Send> {
     report: WeakRecipient<M>,
-    ended: Box<dyn Fn(ConnEnd) -> M>,
+    ended: Box<dyn Fn(ConnEnd) -> M + Send>,
     sent: bool,
 }
 
 impl<M: Message<Result = ()> + Send + 'static> EndReporter<M> {
     /// `ended` builds the report message for an end.
-    pub fn new(report: WeakRecipient<M>, ended: impl Fn(ConnEnd) -> M + 'static) -> Self {
+    pub fn new(report: WeakRecipient<M>, ended: impl Fn(ConnEnd) -> M + Send + 'static) -> Self {
         Self {
             report,
             ended: Box::new(ended),

@@ -13,7 +13,7 @@
 
 use std::{borrow::Cow, io};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 use simulator_api::{BacktestError, BacktestResponse, SequencedResponse};
 use solana_transaction_status::{EncodedConfirmedTransactionWithStatusMeta, EncodedTransaction};
@@ -207,6 +207,34 @@ struct EnvelopeParams {
     subscription: Option<u64>,
     #[serde(default)]
     result: Option<Box<RawValue>>,
+}
+
+/// A notification envelope parsed straight into its payload type.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: DeserializeOwned"))]
+struct TypedNotification<'a, T> {
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    params: TypedParams<T>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: DeserializeOwned"))]
+struct TypedParams<T> {
+    subscription: u64,
+    result: T,
+}
+
+/// Parse a notification of `kind` in one pass, payload included:
+/// `(subscription, payload)`. `None` for any other frame (or a payload that
+/// does not decode): classify those with [`parse_data`].
+pub fn parse_notification<T: DeserializeOwned>(
+    text: &str,
+    kind: NotificationKind,
+) -> Option<(u64, T)> {
+    let parsed: TypedNotification<'_, T> = serde_json::from_str(text).ok()?;
+    (parsed.method == kind.notification_method())
+        .then_some((parsed.params.subscription, parsed.params.result))
 }
 
 /// Parse a data-plane frame in a single pass.
@@ -871,5 +899,33 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn typed_notifications_parse_in_one_pass_and_nothing_else_does() {
+        let diff = r#"{"jsonrpc":"2.0","method":"accountDiffNotification","params":{"subscription":9,"result":{"context":{"slot":12},"account":"A","signature":"S","txIndex":3,"blockTime":5,"post":{"lamports":1}}}}"#;
+        let (sub, parsed) =
+            parse_notification::<AccountDiffNotification>(diff, NotificationKind::AccountDiff)
+                .expect("a diff notification");
+        assert_eq!(sub, 9);
+        assert_eq!(parsed.context.slot, 12);
+        assert_eq!(parsed.tx_index, Some(3));
+        assert!(parsed.pre.is_none());
+        // The other kind, acks, completions and garbage are not notifications.
+        assert!(
+            parse_notification::<AccountDiffNotification>(diff, NotificationKind::Transaction)
+                .is_none()
+        );
+        for other in [
+            r#"{"jsonrpc":"2.0","id":1,"result":9}"#,
+            r#"{"jsonrpc":"2.0","method":"subscriptionComplete","params":{"subscription":9}}"#,
+            "garbage",
+        ] {
+            assert!(
+                parse_notification::<AccountDiffNotification>(other, NotificationKind::AccountDiff)
+                    .is_none(),
+                "{other}"
+            );
+        }
     }
 }

@@ -58,3 +58,11 @@ where
         ManagedSessionError::Create("the background actix system dropped the start".into())
     })
 }
+
+/// The arbiter data connections run on: the library's background system
+/// (one thread for the process). Socket reads, zstd and JSON decoding then
+/// run beside the supervisors and consumers instead of on their thread, and
+/// nothing is tied to the caller's system, so nothing leaks when it stops.
+pub(crate) fn data_arbiter() -> Option<ArbiterHandle> {
+    background_arbiter().cloned()
+}

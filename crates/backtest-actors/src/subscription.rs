@@ -21,6 +21,7 @@ use awc::ws::Message;
 use futures::{FutureExt as _, SinkExt as _};
 use serde_json::json;
 use simulator_api::subscribe_config::{Compression, SubscribeConfig};
+use solana_transaction_status::EncodedConfirmedTransactionWithStatusMeta;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -30,8 +31,9 @@ use crate::{
     dedup::DiffKey,
     events::ManagedEvent,
     frames::{
-        BoundedZstdStream, DataFrame, DecompressError, NotificationKind, decode_account_diff,
-        decode_transaction, parse_data, transaction_signature,
+        AccountDiffNotification, BoundedZstdStream, DataFrame, DecompressError, NotificationKind,
+        decode_account_diff, decode_transaction, parse_data, parse_notification,
+        transaction_signature,
     },
     ws::{self, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
@@ -416,15 +418,18 @@ impl Conn {
 
     async fn process(&mut self, socket: &mut Socket, message: Inbound) -> Result<Step, ConnEnd> {
         self.last_inbound = Instant::now();
-        let text = match message {
-            Inbound::Text(bytes) => match String::from_utf8(bytes.to_vec()) {
-                Ok(text) => text,
-                Err(_) => return self.undecodable("non-UTF-8 text frame"),
+        let kind = self.setup.kind;
+        // Classify while the text is borrowed (from the frame, or from the
+        // decoder's buffer): nothing is copied.
+        let frame = match &message {
+            Inbound::Text(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => classify(kind, &self.subs, text),
+                Err(_) => Classified::Undecodable("non-UTF-8 text frame".into()),
             },
-            Inbound::Binary(bytes) => match self.decoder.decode(&bytes) {
+            Inbound::Binary(bytes) => match self.decoder.decode(bytes) {
                 Ok(decoded) => match std::str::from_utf8(decoded) {
-                    Ok(text) => text.to_string(),
-                    Err(_) => return self.undecodable("decompressed frame is not UTF-8"),
+                    Ok(text) => classify(kind, &self.subs, text),
+                    Err(_) => Classified::Undecodable("decompressed frame is not UTF-8".into()),
                 },
                 Err(DecompressError::TooLarge { limit }) => {
                     return Err(ConnEnd::Fatal(format!(
@@ -434,7 +439,7 @@ impl Conn {
                 Err(e) => return Err(ConnEnd::Lost(format!("zstd stream: {e}"))),
             },
             Inbound::Ping(payload) => {
-                let _ = socket.send(Message::Pong(payload)).await;
+                let _ = socket.send(Message::Pong(payload.clone())).await;
                 return Ok(Step::Continue);
             }
             Inbound::Pong => return Ok(Step::Continue),
@@ -444,32 +449,13 @@ impl Conn {
                 )));
             }
         };
-        match parse_data(&text) {
-            DataFrame::Notification {
-                method,
-                subscription,
-                result,
-            } if method == self.setup.kind => {
-                let Some(program) = self.subs.get(&subscription).cloned() else {
-                    return Ok(Step::Continue);
-                };
-                let decoded = match method {
-                    NotificationKind::Transaction => decode_transaction(&result).map(|tx| {
-                        let key = transaction_signature(&tx).map(DedupKey::Signature);
-                        (tx.slot, key, ManagedEvent::Transaction(Box::new(tx)))
-                    }),
-                    NotificationKind::AccountDiff => decode_account_diff(&result).map(|diff| {
-                        (
-                            diff.context.slot,
-                            Some(DedupKey::Diff(diff.dedup_key())),
-                            ManagedEvent::AccountDiff(diff),
-                        )
-                    }),
-                };
-                let (slot, key, event) = match decoded {
-                    Ok(decoded) => decoded,
-                    Err(e) => return self.undecodable(&format!("notification payload: {e}")),
-                };
+        match frame {
+            Classified::Item {
+                program,
+                slot,
+                key,
+                event,
+            } => {
                 let credit = match self.setup.credits.try_acquire() {
                     Some(credit) => credit,
                     None => {
@@ -492,17 +478,15 @@ impl Conn {
                 });
                 Ok(Step::Continue)
             }
-            DataFrame::Complete { subscription } => {
-                if self.subs.contains_key(&subscription) {
-                    self.completed.insert(subscription);
-                    if self.completed.len() == self.subs.len() {
-                        return Ok(Step::AllComplete);
-                    }
+            Classified::Complete(subscription) => {
+                self.completed.insert(subscription);
+                if self.completed.len() == self.subs.len() {
+                    return Ok(Step::AllComplete);
                 }
                 Ok(Step::Continue)
             }
-            DataFrame::Ack { .. } | DataFrame::Notification { .. } => Ok(Step::Continue),
-            DataFrame::Other => self.undecodable("unrecognised data frame"),
+            Classified::Ignore => Ok(Step::Continue),
+            Classified::Undecodable(what) => self.undecodable(&what),
         }
     }
 
@@ -510,5 +494,84 @@ impl Conn {
         warn!(kind = ?self.setup.kind, "skipping undecodable frame: {what}");
         self.report(SubscriptionReportKind::Undecodable)?;
         Ok(Step::Continue)
+    }
+}
+
+/// What one data frame is, for this connection. Short-lived (moved straight
+/// into the batch), so the size of the `Item` variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Classified {
+    /// A notification of ours, decoded.
+    Item {
+        program: Arc<str>,
+        slot: u64,
+        key: Option<DedupKey>,
+        event: ManagedEvent,
+    },
+    /// `subscriptionComplete` of one of ours.
+    Complete(u64),
+    /// An ack, or a frame of another subscription or kind.
+    Ignore,
+    Undecodable(String),
+}
+
+/// Classify a data frame. The common case, a notification of this
+/// connection's kind, is parsed in one pass straight into its payload type;
+/// anything else takes the general envelope parse.
+fn classify(kind: NotificationKind, subs: &HashMap<u64, Arc<str>>, text: &str) -> Classified {
+    let decoded = match kind {
+        NotificationKind::Transaction => parse_notification::<
+            EncodedConfirmedTransactionWithStatusMeta,
+        >(text, kind)
+        .map(|(subscription, tx)| {
+            let key = transaction_signature(&tx).map(DedupKey::Signature);
+            (
+                subscription,
+                tx.slot,
+                key,
+                ManagedEvent::Transaction(Box::new(tx)),
+            )
+        }),
+        NotificationKind::AccountDiff => parse_notification::<AccountDiffNotification>(text, kind)
+            .map(|(subscription, diff)| {
+                let key = Some(DedupKey::Diff(diff.dedup_key()));
+                (
+                    subscription,
+                    diff.context.slot,
+                    key,
+                    ManagedEvent::AccountDiff(diff),
+                )
+            }),
+    };
+    if let Some((subscription, slot, key, event)) = decoded {
+        return match subs.get(&subscription) {
+            Some(program) => Classified::Item {
+                program: program.clone(),
+                slot,
+                key,
+                event,
+            },
+            None => Classified::Ignore,
+        };
+    }
+    match parse_data(text) {
+        // Our kind, but the typed parse failed: say why.
+        DataFrame::Notification { method, result, .. } if method == kind => {
+            let error = match kind {
+                NotificationKind::Transaction => decode_transaction(&result).err(),
+                NotificationKind::AccountDiff => decode_account_diff(&result).err(),
+            };
+            Classified::Undecodable(format!(
+                "notification payload: {}",
+                error.map_or_else(|| "unreadable".to_string(), |e| e.to_string())
+            ))
+        }
+        DataFrame::Complete { subscription } if subs.contains_key(&subscription) => {
+            Classified::Complete(subscription)
+        }
+        DataFrame::Ack { .. } | DataFrame::Notification { .. } | DataFrame::Complete { .. } => {
+            Classified::Ignore
+        }
+        DataFrame::Other => Classified::Undecodable("unrecognised data frame".into()),
     }
 }

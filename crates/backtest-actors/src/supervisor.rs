@@ -528,7 +528,10 @@ impl SessionSupervisor {
                 .map(|c| (c, info.session_id.clone())),
             slot,
         });
-        sub.addr = Some(actor.start());
+        sub.addr = Some(match crate::runtime::data_arbiter() {
+            Some(arbiter) => SubscriptionActor::start_in_arbiter(&arbiter, move |_| actor),
+            None => actor.start(),
+        });
     }
 
     fn on_subscription_ended(&mut self, index: usize, end: ConnEnd, ctx: &mut Context<Self>) {
