@@ -94,5 +94,6 @@ pub use crate::{
         BatchEvent, BatchOptions, ManagedParallelSession, ParallelSubSession, SubSessionResult,
         run_batch,
     },
+    runtime::start_background_runtime,
     supervisor::SessionSupervisor,
 };

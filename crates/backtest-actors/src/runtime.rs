@@ -66,3 +66,10 @@ where
 pub(crate) fn data_arbiter() -> Option<ArbiterHandle> {
     background_arbiter().cloned()
 }
+
+/// Start the library's background actix system now rather than on first
+/// use (it hosts data connections, and facades called outside actix). It
+/// lives for the rest of the process. Returns false if it cannot start.
+pub fn start_background_runtime() -> bool {
+    background_arbiter().is_some()
+}

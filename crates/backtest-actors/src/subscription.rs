@@ -31,9 +31,9 @@ use crate::{
     dedup::DiffKey,
     events::ManagedEvent,
     frames::{
-        AccountDiffNotification, BoundedZstdStream, DataFrame, DecompressError, NotificationKind,
-        decode_account_diff, decode_transaction, parse_data, parse_notification,
-        transaction_signature,
+        AccountDiffNotification, BoundedZstdStream, DataFrame, DecompressError,
+        JsonTransactionPayload, NotificationKind, decode_account_diff, decode_transaction,
+        parse_data, parse_notification, transaction_signature,
     },
     ws::{self, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
@@ -515,23 +515,33 @@ enum Classified {
     Undecodable(String),
 }
 
+/// A transaction notification, by the fast JSON shape first, else by the
+/// wire type's own path (other encodings).
+fn transaction_notification(
+    text: &str,
+    kind: NotificationKind,
+) -> Option<(u64, EncodedConfirmedTransactionWithStatusMeta)> {
+    parse_notification::<JsonTransactionPayload>(text, kind)
+        .and_then(|(subscription, payload)| Some((subscription, payload.try_into().ok()?)))
+        .or_else(|| parse_notification::<EncodedConfirmedTransactionWithStatusMeta>(text, kind))
+}
+
 /// Classify a data frame. The common case, a notification of this
 /// connection's kind, is parsed in one pass straight into its payload type;
 /// anything else takes the general envelope parse.
 fn classify(kind: NotificationKind, subs: &HashMap<u64, Arc<str>>, text: &str) -> Classified {
     let decoded = match kind {
-        NotificationKind::Transaction => parse_notification::<
-            EncodedConfirmedTransactionWithStatusMeta,
-        >(text, kind)
-        .map(|(subscription, tx)| {
-            let key = transaction_signature(&tx).map(DedupKey::Signature);
-            (
-                subscription,
-                tx.slot,
-                key,
-                ManagedEvent::Transaction(Box::new(tx)),
-            )
-        }),
+        NotificationKind::Transaction => {
+            transaction_notification(text, kind).map(|(subscription, tx)| {
+                let key = transaction_signature(&tx).map(DedupKey::Signature);
+                (
+                    subscription,
+                    tx.slot,
+                    key,
+                    ManagedEvent::Transaction(Box::new(tx)),
+                )
+            })
+        }
         NotificationKind::AccountDiff => parse_notification::<AccountDiffNotification>(text, kind)
             .map(|(subscription, diff)| {
                 let key = Some(DedupKey::Diff(diff.dedup_key()));
