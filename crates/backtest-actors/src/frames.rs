@@ -18,7 +18,8 @@ use serde_json::value::RawValue;
 use simulator_api::{BacktestError, BacktestResponse, SequencedResponse};
 use solana_transaction_status::{
     EncodedConfirmedTransactionWithStatusMeta, EncodedTransaction,
-    EncodedTransactionWithStatusMeta, UiTransaction, UiTransactionStatusMeta,
+    EncodedTransactionWithStatusMeta, TransactionBinaryEncoding, UiTransaction,
+    UiTransactionStatusMeta,
 };
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
@@ -386,12 +387,25 @@ pub fn decode_account_diff(raw: &RawValue) -> Result<AccountDiffNotification, se
     serde_json::from_str(raw.get())
 }
 
+/// Longest base58 transaction blob [`transaction_signature`] decodes.
+/// Base58 decoding takes time quadratic in the length (a 64 KiB blob costs
+/// seconds, a frame-sized one hours), and a transaction fits in a 1232-byte
+/// packet, 1683 base58 characters; the rest is room to spare.
+const MAX_BASE58_TRANSACTION_CHARS: usize = 4096;
+
 /// The first signature of a transaction: its identity for deduplication.
-/// `None` when the encoding carries no readable signature.
+/// `None` when the encoding carries no readable signature (including a
+/// base58 blob too long to be a transaction).
 pub fn transaction_signature(tx: &EncodedConfirmedTransactionWithStatusMeta) -> Option<String> {
     match &tx.transaction.transaction {
         EncodedTransaction::Json(ui) => ui.signatures.first().cloned(),
         EncodedTransaction::Accounts(list) => list.signatures.first().cloned(),
+        EncodedTransaction::LegacyBinary(blob)
+        | EncodedTransaction::Binary(blob, TransactionBinaryEncoding::Base58)
+            if blob.len() > MAX_BASE58_TRANSACTION_CHARS =>
+        {
+            None
+        }
         binary @ (EncodedTransaction::LegacyBinary(_) | EncodedTransaction::Binary(..)) => binary
             .decode()
             .and_then(|decoded| decoded.signatures.first().map(ToString::to_string)),
@@ -503,6 +517,13 @@ impl BoundedZstdStream {
 
     fn decode_inner(&mut self, frame: &[u8]) -> Result<(), DecompressError> {
         self.buffer.clear();
+        // An empty frame decodes to nothing (a flush with nothing new to
+        // flush compresses to no bytes, and nothing is left buffered inside
+        // the decoder after a frame). Not handed to zstd: it counts calls
+        // without progress and fails the stream after 16 in a row.
+        if frame.is_empty() {
+            return Ok(());
+        }
         // One byte past the cap is room enough to notice the cap was crossed.
         let hard_cap = self.max_frame_bytes.saturating_add(1);
         let mut input = InBuffer::around(frame);

@@ -10,6 +10,12 @@
 use serde_json::{Value, json};
 use simulator_api::subscribe_config::SubscribeConfig;
 
+/// Longest text that can be a base58 public key: 32 bytes of `0xff` take
+/// 44 characters, and leading `1`s (zero bytes) only make it shorter.
+/// Checked before decoding, because base58 decoding takes time quadratic in
+/// the length: a frame-sized "key" would hold a worker for minutes.
+const MAX_PUBKEY_CHARS: usize = 44;
+
 /// The two subscription kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionKind {
@@ -134,9 +140,10 @@ fn subscribe(id: Value, kind: SubscriptionKind, params: &Value) -> RpcRequest {
 
 /// Whether `text` is a base58 public key (32 bytes).
 pub fn is_pubkey(text: &str) -> bool {
-    bs58::decode(text)
-        .into_vec()
-        .is_ok_and(|bytes| bytes.len() == 32)
+    text.len() <= MAX_PUBKEY_CHARS
+        && bs58::decode(text)
+            .into_vec()
+            .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// A JSON-RPC error reply.
@@ -244,5 +251,26 @@ mod tests {
         assert!(is_pubkey(&"1".repeat(32)));
         assert!(!is_pubkey(&"1".repeat(33)));
         assert!(!is_pubkey("Prog"));
+        // 44 characters is the longest key; one more is never a key.
+        assert!(is_pubkey("JEKNVnkbo3jma5nREBBJCDoXFVeKkD56V3xKrvRmWxFG"));
+        assert!(!is_pubkey(&format!("1{PROGRAM}")));
+    }
+
+    /// Found with the `server_requests` fuzz target fed long inputs: base58
+    /// decoding is quadratic, and a program "key" of 256 KiB took over four
+    /// minutes (a frame-sized one, 1 MiB, far longer), holding the worker
+    /// that serves the connection. Long texts are refused before decoding.
+    #[test]
+    fn long_program_is_refused_without_decoding() {
+        let program = "z".repeat(1 << 18);
+        let text = format!(r#"{{"id":1,"method":"accountDiffSubscribe","params":["{program}"]}}"#);
+        let started = std::time::Instant::now();
+        let (id, code, message) = error(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!((id, code), (json!(1), -32602));
+        assert_eq!(
+            message,
+            format!("Invalid params: `{program}` is not a base58 public key")
+        );
     }
 }

@@ -1,0 +1,79 @@
+//! Inputs found by fuzzing (`fuzz/`, see docs/reliability.md), kept as
+//! regression tests. Each feeds the exact bytes the fuzzer found, through
+//! the same steps as its fuzz target.
+
+use backtest_actors::frames::{
+    BoundedZstdStream, DataFrame, decode_transaction, parse_data, transaction_signature,
+};
+use simulator_api::ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor};
+
+/// The `data_frames` target's framing: 2-byte little-endian length
+/// prefixes; a short last chunk takes what is left.
+fn split(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    while data.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([data[0], data[1]]));
+        let rest = &data[2..];
+        let len = len.min(rest.len());
+        chunks.push(&rest[..len]);
+        data = &rest[len..];
+    }
+    chunks
+}
+
+/// `data_frames`, round-trip mode: a message, then 45 empty ones, then one
+/// more. The server's compressor turns an empty message into an empty
+/// frame; zstd fails a stream after 16 calls in a row without progress, so
+/// the decoder used to poison itself on the 17th empty frame.
+#[test]
+fn empty_compressed_frames_keep_the_stream_usable() {
+    let input = include_bytes!("fuzz_regressions/data_frames-empty-frames.bin");
+    assert_eq!(input[0] % 3, 2, "round-trip mode");
+    let mut compressor = WsStreamCompressor::new(WS_COMPRESSION_LEVEL).unwrap();
+    let mut stream = BoundedZstdStream::new(64 * 1024).unwrap();
+    let messages = split(&input[1..]);
+    assert_eq!(messages.len(), 47);
+    for (i, message) in messages.into_iter().enumerate() {
+        let frame = compressor.compress(message).unwrap();
+        let out = stream
+            .decode(&frame)
+            .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        assert_eq!(out, message, "message {i}");
+    }
+    // Empty frames on their own, many in a row.
+    let mut stream = BoundedZstdStream::new(1024).unwrap();
+    for _ in 0..100 {
+        assert_eq!(stream.decode(b"").unwrap(), b"");
+    }
+}
+
+/// `data_frames`, text mode: a `transactionNotification` whose transaction
+/// is a long base58 string. Base58 decoding is quadratic: 64 KiB took
+/// seconds and a frame-sized blob (64 MiB by default) would take hours of
+/// the data connection's thread. Blobs longer than any transaction are not
+/// decoded now.
+#[test]
+fn long_base58_transaction_is_not_decoded() {
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","method":"transactionNotification","params":{{"subscription":7,"result":{{"slot":1,"transaction":"{}","meta":null}}}}}}"#,
+        "z".repeat(1 << 20)
+    );
+    let DataFrame::Notification { result, .. } = parse_data(&text) else {
+        panic!("not a notification");
+    };
+    let tx = decode_transaction(&result).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(transaction_signature(&tx), None);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // The same for the explicit base58 form.
+    let text = format!(
+        r#"{{"jsonrpc":"2.0","method":"transactionNotification","params":{{"subscription":7,"result":{{"slot":1,"transaction":["{}","base58"],"meta":null}}}}}}"#,
+        "z".repeat(1 << 20)
+    );
+    let DataFrame::Notification { result, .. } = parse_data(&text) else {
+        panic!("not a notification");
+    };
+    let tx = decode_transaction(&result).unwrap();
+    assert_eq!(transaction_signature(&tx), None);
+}
