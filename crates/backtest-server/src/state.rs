@@ -326,11 +326,12 @@ impl ServerState {
     /// What session `id` executed, from the ledger (deterministic, so the
     /// record is exactly what was streamed). `None` for an unknown id.
     pub fn record(&self, id: &str) -> Option<SessionRecord> {
+        // Live session first: `reap` saves the final progress in the report
+        // before it removes the session, so a session gone by the time the
+        // report is read has its progress there (the other order races).
+        let live = self.session(id).map(|session| session.current_progress());
         let report = lock(&self.reports).0.get(id).cloned()?;
-        let progress = match self.session(id) {
-            Some(session) => session.current_progress(),
-            None => report.progress.clone().unwrap_or_default(),
-        };
+        let progress = live.or_else(|| report.progress.clone()).unwrap_or_default();
         let mut record = SessionRecord {
             session_id: report.id.clone(),
             start_slot: report.start_slot,
