@@ -6,10 +6,9 @@
 //! bounded; servers listen on free loopback ports.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use backtest_server::{Ledger, LedgerConfig};
@@ -19,88 +18,9 @@ use rcgen::{
 };
 use serde_json::Value;
 
-/// Longest a CLI run may take in these tests.
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-/// A child process killed when dropped, however the test ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_backtest"))
-            .env_remove("BACKTEST_API_KEY")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts"),
-    )
-}
-
-/// Run to exit within [`WAIT`] (killed and failed otherwise).
-fn run(args: &[&str]) -> Outcome {
-    let mut proc = spawn(args);
-    let mut stdout = proc.0.stdout.take().expect("stdout");
-    let mut stderr = proc.0.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = proc.0.kill();
-            let _ = proc.0.wait();
-            panic!(
-                "backtest did not exit within {WAIT:?}; stderr: {}",
-                err.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Outcome {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// A fresh directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("backtest-cli-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::*;
 
 /// Files of a throwaway CA (`ca.pem`) and of a server certificate it issued
 /// for `localhost` and `127.0.0.1` (`cert.pem`, `key.pem`).
