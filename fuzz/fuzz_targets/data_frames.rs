@@ -1,6 +1,8 @@
 //! The client's data-plane frame handling: `parse_data` and the payload
 //! decoders on any text, and `BoundedZstdStream` on any sequence of binary
-//! frames, with a check that decoding never allocates past its bound.
+//! frames, with a check that decoding never allocates past its bound, and
+//! one that the transaction fast path (`decode_fast`) never accepts a payload
+//! the wire type reads differently.
 //!
 //! The first input byte picks the mode:
 //! - `0`: the rest is one text frame;
@@ -19,7 +21,7 @@ use std::{
 
 use backtest_actors::frames::{
     BoundedZstdStream, DataFrame, DecompressError, NotificationKind, decode_account_diff,
-    decode_transaction, parse_data, transaction_signature,
+    decode_fast, decode_transaction, parse_data, transaction_signature,
 };
 use libfuzzer_sys::fuzz_target;
 use simulator_api::ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor};
@@ -98,6 +100,10 @@ fn text_frame(text: &str) {
             result,
             ..
         } => {
+            if let Some(fast) = decode_fast(result.get()) {
+                let wire = serde_json::from_str(result.get()).map_err(|e| e.to_string());
+                assert_eq!(wire, Ok(fast), "the fast path and the wire type disagree");
+            }
             if let Ok(tx) = decode_transaction(&result) {
                 let _ = transaction_signature(&tx);
             }

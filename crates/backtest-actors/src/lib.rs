@@ -68,6 +68,7 @@ pub mod drain;
 pub mod events;
 mod facade;
 pub mod frames;
+mod json_transaction;
 pub mod messages;
 mod parallel;
 mod parallel_facade;

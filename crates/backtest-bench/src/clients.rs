@@ -1,11 +1,12 @@
 //! The clients under test, behind one call: run a transaction stream to its
 //! end and hand each transaction to a consumer callback.
 //!
-//! Both get the same resources: one thread. Ours runs a `SessionSupervisor`
-//! on a fresh actix system and pulls `NextEvent` on that thread; the seed
-//! crate's subscription manager runs on a current-thread tokio runtime and
-//! the consumer reads its channel on that thread. So the comparison is the
-//! cost per notification of each client, not how many cores each grabs.
+//! Each runs as it would in a user's program. Ours: a `SessionSupervisor` on
+//! a fresh actix system, the consumer pulling `NextEvent` on that thread,
+//! and the data connections on the library's background thread (socket
+//! reads, zstd and JSON decoding), so it uses up to two threads. The seed
+//! crate: its subscription manager on a current-thread tokio runtime, the
+//! consumer reading its channel on that thread. The limit is one thread.
 
 use std::time::{Duration, Instant};
 
