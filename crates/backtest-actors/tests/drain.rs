@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use backtest_actors::{
     GetStatus, ManagedEvent, ManagedSessionError, NextEvent, SessionSupervisor, Shutdown,
-    SubscribeAccountDiffs, SubscribeTransactions, WaitSession,
 };
 use backtest_server::{FaultPlan, ServerConfig};
 use serde_json::json;
@@ -29,22 +28,13 @@ async fn start(
     credit: (usize, usize),
 ) -> (actix::Addr<SessionSupervisor>, String) {
     let programs = programs(server);
-    let addr =
+    let (addr, info) = start_subscribed(
         SessionSupervisor::builder(server.control_url(), "key", create(1000, end, json!({})))
             .drain_idle_timeout(idle)
-            .credit(credit.0, credit.1)
-            .start();
-    let info = addr.send(WaitSession).await.unwrap().unwrap();
-    addr.send(SubscribeTransactions {
-        programs: programs.clone(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    addr.send(SubscribeAccountDiffs { programs })
-        .await
-        .unwrap()
-        .unwrap();
+            .credit(credit.0, credit.1),
+        programs,
+    )
+    .await;
     (addr, info.session_id)
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use backtest_actors::{
     ConnectionState, GetStatus, ManagedSessionError, ReconnectPolicy, SessionSupervisor,
-    SubscribeAccountDiffs, SubscribeTransactions, WaitSession,
 };
 use backtest_server::{FaultPlan, ServerConfig};
 use serde_json::json;
@@ -37,21 +36,12 @@ async fn run_with_subscriptions(
     policy: ReconnectPolicy,
 ) -> (Capture, backtest_actors::SessionStatus, String) {
     let programs = programs(server);
-    let addr =
+    let (addr, info) = start_subscribed(
         SessionSupervisor::builder(server.control_url(), "key", create(1000, end, create_extra))
-            .reconnect_policy(policy)
-            .start();
-    let info = addr.send(WaitSession).await.unwrap().unwrap();
-    addr.send(SubscribeTransactions {
-        programs: programs.clone(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    addr.send(SubscribeAccountDiffs { programs })
-        .await
-        .unwrap()
-        .unwrap();
+            .reconnect_policy(policy),
+        programs,
+    )
+    .await;
     let capture = drive(&addr, 3).await;
     let status = addr.send(GetStatus).await.unwrap();
     (capture, status, info.session_id)

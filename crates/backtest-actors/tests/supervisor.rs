@@ -3,10 +3,7 @@
 
 mod support;
 
-use backtest_actors::{
-    GetStatus, ManagedEvent, SessionSupervisor, Shutdown, SubscribeAccountDiffs,
-    SubscribeTransactions, WaitOutcome, WaitSession,
-};
+use backtest_actors::{GetStatus, ManagedEvent, SessionSupervisor, Shutdown, WaitOutcome};
 use serde_json::json;
 use support::*;
 
@@ -14,24 +11,15 @@ use support::*;
 async fn full_run_pull_delivers_the_record_exactly_once() {
     let server = server(config());
     let programs = programs(&server);
-    let addr =
-        SessionSupervisor::builder(server.control_url(), "key", create(1000, 1029, json!({})))
-            .start();
-    let info = addr.send(WaitSession).await.unwrap().unwrap();
+    let (addr, info) = start_subscribed(
+        SessionSupervisor::builder(server.control_url(), "key", create(1000, 1029, json!({}))),
+        programs,
+    )
+    .await;
     assert_eq!(
         info.rpc_endpoint,
         format!("{}/rpc/{}", server.http_base(), info.session_id)
     );
-    addr.send(SubscribeTransactions {
-        programs: programs.clone(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    addr.send(SubscribeAccountDiffs { programs })
-        .await
-        .unwrap()
-        .unwrap();
     let capture = drive(&addr, 7).await;
     assert_eq!(capture.end, Some(Ok(())), "{:?}", capture.labels.last());
     let record = server.state().record(&info.session_id).unwrap();
@@ -78,21 +66,12 @@ async fn full_run_push_delivers_the_record_exactly_once() {
         capture: capture.clone(),
     }
     .start();
-    let addr =
+    let (addr, info) = start_subscribed(
         SessionSupervisor::builder(server.control_url(), "key", create(1000, 1019, json!({})))
-            .events(recorder.recipient())
-            .start();
-    let info = addr.send(WaitSession).await.unwrap().unwrap();
-    addr.send(SubscribeTransactions {
-        programs: programs.clone(),
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    addr.send(SubscribeAccountDiffs { programs })
-        .await
-        .unwrap()
-        .unwrap();
+            .events(recorder.recipient()),
+        programs,
+    )
+    .await;
     // Drive blind: continue until the session ends.
     let outcome = async {
         while addr

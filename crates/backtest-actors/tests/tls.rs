@@ -11,48 +11,12 @@ use backtest_actors::{
     ManagedSessionError, ReconnectPolicy, SessionSupervisor, Shutdown, SubscribeTransactions,
     WaitOutcome, WaitSession,
 };
-use backtest_server::{ServerConfig, TlsConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use backtest_server::{ServerConfig, TlsConfig, test_pki::TestPki as Pki};
 use serde_json::json;
 use support::*;
 
-/// PEMs of a throwaway CA and of a server certificate it issued for
-/// `localhost` and `127.0.0.1`.
-struct Pki {
-    ca_pem: String,
-    ca_der: Vec<u8>,
-    cert_pem: String,
-    key_pem: String,
-}
-
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "backtest test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "backtest test server");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
-    Pki {
-        ca_pem: ca.pem(),
-        ca_der: ca.der().to_vec(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
+    Pki::generate().expect("test PKI")
 }
 
 fn tls_config(pki: &Pki) -> ServerConfig {

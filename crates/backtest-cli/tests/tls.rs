@@ -11,11 +11,7 @@ use std::{
     time::Duration,
 };
 
-use backtest_server::{Ledger, LedgerConfig};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use backtest_server::{Ledger, LedgerConfig, test_pki::TestPki};
 use serde_json::Value;
 
 mod common;
@@ -31,32 +27,15 @@ struct Pki {
 }
 
 fn pki(dir: &Path) -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "backtest test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let key = KeyPair::generate().expect("server key");
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("server params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "backtest test server");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server certificate");
+    let made = TestPki::generate().expect("test PKI");
     let pki = Pki {
         ca: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
-    std::fs::write(&pki.ca, ca.pem()).expect("write ca.pem");
-    std::fs::write(&pki.cert, cert.pem()).expect("write cert.pem");
-    std::fs::write(&pki.key, key.serialize_pem()).expect("write key.pem");
+    std::fs::write(&pki.ca, made.ca_pem).expect("write ca.pem");
+    std::fs::write(&pki.cert, made.cert_pem).expect("write cert.pem");
+    std::fs::write(&pki.key, made.key_pem).expect("write key.pem");
     pki
 }
 

@@ -28,6 +28,8 @@ mod outbox;
 pub mod rpc_request;
 mod session;
 mod state;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 mod wire;
 
 use std::{io, net::SocketAddr, sync::Arc, thread};

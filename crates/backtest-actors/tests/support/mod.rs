@@ -7,13 +7,37 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use actix::Addr;
-use backtest_actors::{ManagedEvent, ManagedSessionError, NextEvent, SessionSupervisor};
+use backtest_actors::{
+    ManagedEvent, ManagedSessionError, NextEvent, SessionInfo, SessionSupervisor,
+    SubscribeAccountDiffs, SubscribeTransactions, SupervisorBuilder, WaitSession,
+};
 use backtest_server::{LedgerConfig, RunningServer, ServerConfig, SessionRecord};
 use serde_json::json;
 use simulator_api::{ContinueParams, CreateBacktestSessionRequest};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Start a supervisor, wait for its session, and subscribe both kinds for
+/// `programs`.
+pub async fn start_subscribed(
+    builder: SupervisorBuilder,
+    programs: Vec<String>,
+) -> (Addr<SessionSupervisor>, SessionInfo) {
+    let addr = builder.start();
+    let info = addr.send(WaitSession).await.unwrap().unwrap();
+    addr.send(SubscribeTransactions {
+        programs: programs.clone(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    addr.send(SubscribeAccountDiffs { programs })
+        .await
+        .unwrap()
+        .unwrap();
+    (addr, info)
+}
 
 /// Slots 1000..=1999, 2 programs, 4 transactions a slot.
 pub fn config() -> ServerConfig {
