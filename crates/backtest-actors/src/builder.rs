@@ -31,7 +31,7 @@ pub const MAX_FRAME_BYTES: usize = 16 << 20;
 pub const CONTROL_CREDIT: usize = 256;
 /// Notifications in flight per data connection between its socket and the
 /// consumer. Bounds memory whatever the consumer's speed.
-pub const DATA_CREDIT: usize = 1024;
+pub const DATA_CREDIT: usize = 256;
 
 /// Builder of a [`SessionSupervisor`]; see [`SessionSupervisor::builder`].
 pub struct SupervisorBuilder {
