@@ -490,16 +490,7 @@ pub fn expected_transactions(
     program: &str,
     slots: std::ops::RangeInclusive<u64>,
 ) -> Vec<Value> {
-    slots
-        .filter_map(|slot| ledger.slot(slot))
-        .flat_map(|data| {
-            data.transactions
-                .iter()
-                .filter(|tx| tx.program == program)
-                .map(|tx| serde_json::from_str(&tx.json).expect("ledger JSON"))
-                .collect::<Vec<Value>>()
-        })
-        .collect()
+    ledger_items(ledger, program, slots, |tx| vec![&*tx.json])
 }
 
 /// What the ledger says an account-diff subscription to `program` streams
@@ -509,17 +500,30 @@ pub fn expected_diffs(
     program: &str,
     slots: std::ops::RangeInclusive<u64>,
 ) -> Vec<Value> {
-    slots
-        .filter_map(|slot| ledger.slot(slot))
-        .flat_map(|data| {
-            data.transactions
-                .iter()
-                .filter(|tx| tx.program == program)
-                .flat_map(|tx| tx.diffs.iter())
-                .map(|d| serde_json::from_str(&d.result_json).expect("ledger JSON"))
-                .collect::<Vec<Value>>()
-        })
-        .collect()
+    ledger_items(ledger, program, slots, |tx| {
+        tx.diffs.iter().map(|d| &*d.result_json).collect()
+    })
+}
+
+/// The JSON texts `items` picks from each of `program`'s transactions over
+/// `slots`, parsed, in ledger order.
+fn ledger_items(
+    ledger: &backtest_server::Ledger,
+    program: &str,
+    slots: std::ops::RangeInclusive<u64>,
+    items: impl Fn(&backtest_server::LedgerTransaction) -> Vec<&str>,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for data in slots.filter_map(|slot| ledger.slot(slot)) {
+        for tx in data.transactions.iter().filter(|tx| tx.program == program) {
+            out.extend(
+                items(tx)
+                    .into_iter()
+                    .map(|json| serde_json::from_str::<Value>(json).expect("ledger JSON")),
+            );
+        }
+    }
+    out
 }
 
 /// The signature of a transaction notification's `result`.

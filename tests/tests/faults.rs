@@ -338,6 +338,45 @@ async fn data_stall_after_stops_sending_but_keeps_the_socket() {
 }
 
 #[actix_rt::test]
+async fn data_pause_after_pauses_at_a_slot_boundary_then_resumes_losslessly() {
+    let pause = std::time::Duration::from_secs(2);
+    let (server, _) = server_with("data-pause-after=4:2000");
+    let ledger = ledger_of(&small_config());
+    let program = ledger.programs()[0].clone();
+    let (mut control, id, _) = create_session(&server, 1000, 1019, json!({})).await;
+    run_to_completion(&mut control, 20).await;
+    let expected = expected_transactions(&ledger, &program, 1000..=1019);
+    // The pause comes before the first slot that starts after 4 sent.
+    let before = (4..expected.len())
+        .find(|&i| notification_slot(&expected[i]) != notification_slot(&expected[i - 1]))
+        .unwrap();
+
+    let mut data = DataWs::connect(&server, &id).await.unwrap();
+    let (sub, _) = data.subscribe_transactions(&program, json!({})).await;
+    let mut got = Vec::new();
+    while got.len() < before {
+        match data.next().await {
+            DataFrame::Notification { result, .. } => got.push(result),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let paused_at = std::time::Instant::now();
+    // Paused: a ping is answered with nothing before the pong.
+    assert_eq!(data.ws.ping_pong(b"paused?").await, vec![]);
+    // Then the rest follows, once each, after the pause.
+    let frames = data.read_until_complete(&[sub]).await;
+    assert!(paused_at.elapsed() >= pause - std::time::Duration::from_millis(100));
+    got.extend(results_of(&frames, sub));
+    assert_eq!(got, expected);
+    // Once per kind: a second connection streams straight through.
+    let mut fresh = DataWs::connect(&server, &id).await.unwrap();
+    let (fresh_sub, _) = fresh.subscribe_transactions(&program, json!({})).await;
+    let frames = fresh.read_until_complete(&[fresh_sub]).await;
+    assert_eq!(results_of(&frames, fresh_sub), expected);
+    assert_eq!(fired(&server), counts(&[("data-pause:transaction", 1)]));
+}
+
+#[actix_rt::test]
 async fn attach_busy_refuses_the_first_k_attaches() {
     let (server, _) = server_with("attach-busy=2");
     let (ws, id) = create_sequenced(&server, 1000, 1003).await;
@@ -634,8 +673,14 @@ async fn random_drops_cut_where_the_seeded_dice_say() {
         seen.iter().map(signature_of).collect::<Vec<_>>(),
         record.transactions[&program]
     );
+    // Each plane's drops are counted on their own: the data plane's are
+    // exactly the cuts seen here.
     let fired = fired(&server);
-    assert_eq!(fired.keys().collect::<Vec<_>>(), vec!["random-drop"]);
+    assert_eq!(fired.get("random-drop:data").copied().unwrap_or(0), cuts);
+    assert!(
+        fired.keys().all(|kind| kind.starts_with("random-drop:")),
+        "{fired:?}"
+    );
 }
 
 #[actix_rt::test]

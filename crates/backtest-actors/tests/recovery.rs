@@ -178,13 +178,17 @@ async fn random_drops_everywhere_still_deliver_exactly_once() {
     .await;
     assert_eq!(capture.end, Some(Ok(())), "{:?}", capture.labels.last());
     capture.assert_matches(&server.state().record(&id).unwrap());
-    let drops = *server
-        .state()
-        .faults_fired()
-        .get("random-drop")
-        .unwrap_or(&0);
+    let fired = server.state().faults_fired();
+    let drops = |plane| fired.get(plane).copied().unwrap_or(0);
+    let drops = drops("random-drop:data") + drops("random-drop:control");
     assert!(drops > 0, "the seed drops something");
-    assert_eq!(status.counters.reconnects, drops);
+    // Every drop is recovered once, except one that may hit the close
+    // exchange after `Completed`: nothing is left to recover there.
+    assert!(
+        (drops - 1..=drops).contains(&status.counters.reconnects),
+        "{} reconnects for {drops} drops",
+        status.counters.reconnects
+    );
 }
 
 #[actix_rt::test]

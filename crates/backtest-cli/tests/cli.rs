@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -699,21 +698,7 @@ fn server_subcommand_serves_ranges_and_runs() {
         "--log-level",
         "warn",
     ]);
-    let stdout = server.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("listening line");
-    let url = line
-        .strip_prefix("listening on ")
-        .and_then(|l| l.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
+    let url = listening_url(&mut server);
 
     let ranges = run(&["ranges", "--url", &url]);
     assert_eq!(ranges.code, Some(0), "{}", ranges.stderr);

@@ -5,11 +5,7 @@
 //! Every process a test starts is killed when the test ends; every wait is
 //! bounded; servers listen on free loopback ports.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use backtest_server::{Ledger, LedgerConfig, test_pki::TestPki};
 use serde_json::Value;
@@ -53,20 +49,11 @@ fn tls_server(pki: &Pki) -> (Proc, String) {
         "--log-level",
         "warn",
     ]);
-    let stdout = server.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("listening line");
-    let addr = line
-        .strip_prefix("listening on wss://")
-        .and_then(|l| l.strip_suffix("/backtest\n"))
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+    let url = listening_url(&mut server);
+    let addr = url
+        .strip_prefix("wss://")
+        .and_then(|l| l.strip_suffix("/backtest"))
+        .unwrap_or_else(|| panic!("unexpected url {url:?}"))
         .to_string();
     (server, addr)
 }

@@ -19,7 +19,7 @@ use crate::{
     outbox::{Outbox, SharedOutbox},
     session::{Command, Framing, Session, SessionSpec},
     state::{ParallelGroup, ServerState},
-    wire::{Cut, Wire},
+    wire::{Cut, Plane, Wire},
 };
 
 /// Longest disconnect timeout a session may ask for.
@@ -46,7 +46,7 @@ pub async fn control_ws(
     let connection = state.new_connection();
     let (outbox, rx) = Outbox::channel(connection);
     let conn = ControlConnection {
-        wire: Wire::new(ws, state.clone(), "control"),
+        wire: Wire::new(ws, state.clone(), Plane::Control),
         state,
         connection,
         key_name,

@@ -25,7 +25,7 @@ use crate::{
     rpc_request::{RpcRequest, SubscriptionKind as Kind, parse_rpc_request, rpc_error},
     session::{Progress, Session},
     state::ServerState,
-    wire::{Cut, Wire},
+    wire::{Cut, Plane, Wire},
 };
 
 /// `GET /rpc/{session_id}`: upgrade and serve the session's data plane.
@@ -52,7 +52,7 @@ pub async fn data_ws(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let mut wire = Wire::new(ws, state.clone(), "data");
+    let mut wire = Wire::new(ws, state.clone(), Plane::Data);
     wire.bind(&session.id, session.faults.next_connection());
     let conn = DataConnection {
         progress: session.progress(),
@@ -63,6 +63,7 @@ pub async fn data_ws(
         compressor: None,
         notifications: 0,
         stalled: false,
+        paused_until: None,
     };
     actix_rt::spawn(conn.run(stream));
     Ok(response)
@@ -87,6 +88,13 @@ impl Kind {
         match self {
             Kind::Transaction => "data-stall:transaction",
             Kind::AccountDiff => "data-stall:accountDiff",
+        }
+    }
+
+    fn pause_fault(self) -> &'static str {
+        match self {
+            Kind::Transaction => "data-pause:transaction",
+            Kind::AccountDiff => "data-pause:accountDiff",
         }
     }
 }
@@ -119,6 +127,8 @@ struct DataConnection {
     notifications: u64,
     /// A stall fault fired: send nothing more, keep answering pings.
     stalled: bool,
+    /// A pause fault fired: send nothing until then, keep answering pings.
+    paused_until: Option<tokio::time::Instant>,
 }
 
 impl DataConnection {
@@ -159,6 +169,11 @@ impl DataConnection {
                     Ok(()) => Ok(()),
                     Err(_) => Err(Cut::Closed),
                 },
+                _ = tokio::time::sleep_until(self.paused_until.unwrap_or_else(tokio::time::Instant::now)),
+                    if self.paused_until.is_some() => {
+                    self.paused_until = None;
+                    Ok(())
+                }
             };
             if result.is_err() {
                 // Dropped by a fault or gone: either way the socket ends
@@ -171,7 +186,7 @@ impl DataConnection {
     /// The subscription furthest behind with an executed slot to send, or
     /// one that has sent everything of a finished session.
     fn next_work(&mut self) -> Option<Work> {
-        if self.stalled {
+        if self.stalled || self.paused_until.is_some() {
             return None;
         }
         let progress = self.progress.borrow_and_update().clone();
@@ -197,6 +212,15 @@ impl DataConnection {
             let sub = &self.subs[index];
             (sub.next_slot, sub.kind, sub.id, sub.compress)
         };
+        if let Some((after, pause)) = self.state.config.faults.data_pause_after
+            && self.notifications >= after
+            && self.session.faults.claim(kind.pause_fault())
+        {
+            // At a slot boundary: the slot is streamed once the pause ends.
+            self.wire.fault(kind.pause_fault());
+            self.paused_until = Some(tokio::time::Instant::now() + pause);
+            return Ok(());
+        }
         if let Some(data) = self.state.ledger.slot(slot) {
             let program = self.subs[index].program.clone();
             for tx in data.transactions.iter().filter(|tx| tx.mentions(&program)) {

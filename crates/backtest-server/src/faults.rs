@@ -34,6 +34,13 @@ pub struct FaultPlan {
     /// still answered) once it has sent this many notifications. Fires once
     /// per session and subscription kind.
     pub data_stall_after: Option<u64>,
+    /// Pause a data connection for the duration (nothing is sent, the socket
+    /// stays open and pings are answered), then carry on where it stopped,
+    /// at the first slot boundary after it has sent this many
+    /// notifications. Fires once per session and subscription kind. A pause
+    /// shorter than a client's completion-drain idle timeout must not fail
+    /// its session; a longer one during the drain may.
+    pub data_pause_after: Option<(u64, Duration)>,
     /// Answer the first K attach requests of each session with
     /// `sessionOwnershipBusy`.
     pub attach_busy: u32,
@@ -69,7 +76,7 @@ pub enum FaultSpecError {
 }
 
 const KNOWN_FAULTS: &str = "control-drop-after, close-1012-after, data-drop-after, \
-data-stall-after, attach-busy, garbage-every, link-bytes-per-sec, random-drops, seed, \
+data-stall-after, data-pause-after, attach-busy, garbage-every, link-bytes-per-sec, random-drops, seed, \
 terminal-error-at-slot, refuse-data-start-slot";
 
 impl FaultPlan {
@@ -87,6 +94,7 @@ impl FaultPlan {
                 "close-1012-after" => self.close_1012_after = Some(count()?),
                 "data-drop-after" => self.data_drop_after = Some(count()?),
                 "data-stall-after" => self.data_stall_after = Some(count()?),
+                "data-pause-after" => self.data_pause_after = Some(pause(name, value)?),
                 "attach-busy" => {
                     self.attach_busy = u32::try_from(number(name, value)?)
                         .map_err(|_| bad(name, value, "a count that fits in 32 bits"))?
@@ -148,6 +156,18 @@ fn number(name: &str, value: &str) -> Result<u64, FaultSpecError> {
     value
         .parse()
         .map_err(|_| bad(name, value, "a non-negative integer"))
+}
+
+/// `N:MS`: after N notifications (positive), pause for MS milliseconds
+/// (positive).
+fn pause(name: &str, value: &str) -> Result<(u64, Duration), FaultSpecError> {
+    let expected = "N:MS (notifications, then milliseconds, both positive)";
+    let (after, millis) = value
+        .split_once(':')
+        .ok_or_else(|| bad(name, value, expected))?;
+    let after = positive(name, after.trim()).map_err(|_| bad(name, value, expected))?;
+    let millis = positive(name, millis.trim()).map_err(|_| bad(name, value, expected))?;
+    Ok((after, Duration::from_millis(millis)))
 }
 
 fn positive(name: &str, value: &str) -> Result<u64, FaultSpecError> {
@@ -247,6 +267,11 @@ impl fmt::Display for FaultPlan {
             self.data_stall_after.map(|v| v.to_string()),
         );
         push(
+            "data-pause-after",
+            self.data_pause_after
+                .map(|(after, pause)| format!("{after}:{}", pause.as_millis())),
+        );
+        push(
             "attach-busy",
             (self.attach_busy > 0).then(|| self.attach_busy.to_string()),
         );
@@ -283,6 +308,7 @@ mod tests {
             "control-drop-after=10",
             "close-1012-after=11,data-drop-after=12",
             "data-stall-after=13",
+            "data-pause-after=14:250",
             "attach-busy=2",
             "garbage-every=5",
             "link-bytes-per-sec=1000",
@@ -298,6 +324,7 @@ mod tests {
                 close_1012_after: Some(11),
                 data_drop_after: Some(12),
                 data_stall_after: Some(13),
+                data_pause_after: Some((14, Duration::from_millis(250))),
                 attach_busy: 2,
                 garbage_every: Some(5),
                 link_bytes_per_sec: Some(1000),
@@ -310,7 +337,7 @@ mod tests {
         assert_eq!(
             plan.to_string(),
             "control-drop-after=10,close-1012-after=11,data-drop-after=12,data-stall-after=13,\
-attach-busy=2,garbage-every=5,link-bytes-per-sec=1000,random-drops=0.25,seed=9,\
+data-pause-after=14:250,attach-busy=2,garbage-every=5,link-bytes-per-sec=1000,random-drops=0.25,seed=9,\
 terminal-error-at-slot=1005,refuse-data-start-slot=1100"
         );
         assert_eq!(FaultPlan::default().to_string(), "none");
@@ -341,6 +368,18 @@ terminal-error-at-slot=1005,refuse-data-start-slot=1100"
             FaultPlan::from_specs(&["garbage-every=x"]),
             Err(FaultSpecError::BadValue { .. })
         ));
+        for pause in ["5", "5:", ":100", "0:100", "5:0", "5:x"] {
+            assert!(
+                matches!(
+                    FaultPlan::from_specs(&[format!("data-pause-after={pause}")]),
+                    Err(FaultSpecError::BadValue {
+                        expected: "N:MS (notifications, then milliseconds, both positive)",
+                        ..
+                    })
+                ),
+                "{pause}"
+            );
+        }
     }
 
     #[test]

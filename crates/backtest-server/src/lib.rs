@@ -35,7 +35,7 @@ mod wire;
 use std::{io, net::SocketAddr, sync::Arc, thread};
 
 use actix_web::{App, HttpServer, dev::ServerHandle, web};
-pub use backtest_ledger::{DiffKey, Ledger, LedgerConfig};
+pub use backtest_ledger::{DiffKey, Ledger, LedgerConfig, LedgerTransaction};
 
 pub use crate::{
     auth::API_KEY_HEADER,

@@ -18,11 +18,27 @@ pub enum Cut {
     Dropped,
 }
 
+/// Which plane a connection serves (for logs and fault counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Control,
+    Data,
+}
+
+impl Plane {
+    pub fn name(self) -> &'static str {
+        match self {
+            Plane::Control => "control",
+            Plane::Data => "data",
+        }
+    }
+}
+
 /// One connection's writer.
 pub struct Wire {
     ws: actix_ws::Session,
     state: Arc<ServerState>,
-    plane: &'static str,
+    plane: Plane,
     session_id: Option<String>,
     frames: u64,
     dice: Option<DropDice>,
@@ -31,7 +47,7 @@ pub struct Wire {
 }
 
 impl Wire {
-    pub fn new(ws: actix_ws::Session, state: Arc<ServerState>, plane: &'static str) -> Self {
+    pub fn new(ws: actix_ws::Session, state: Arc<ServerState>, plane: Plane) -> Self {
         Self {
             ws,
             state,
@@ -63,7 +79,7 @@ impl Wire {
     pub fn fault(&self, kind: &'static str) {
         info!(
             session_id = self.session_id(),
-            plane = self.plane,
+            plane = self.plane.name(),
             frame = self.frames,
             fault = kind,
             "fault injected"
@@ -73,7 +89,12 @@ impl Wire {
 
     async fn before_frame(&mut self) -> Result<(), Cut> {
         if self.dice.as_mut().is_some_and(DropDice::roll) {
-            self.fault("random-drop");
+            // Counted per plane: tests hold each plane's recoveries to its
+            // own drops.
+            self.fault(match self.plane {
+                Plane::Control => "random-drop:control",
+                Plane::Data => "random-drop:data",
+            });
             return Err(Cut::Dropped);
         }
         let every = self.state.config.faults.garbage_every;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
-    io::Read,
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
@@ -48,6 +48,25 @@ pub fn spawn(args: &[&str]) -> Proc {
             .spawn()
             .expect("the binary starts"),
     )
+}
+
+/// The URL from the `listening on URL` line a `backtest server` prints
+/// first on stdout; fails the test if it does not come within 30 s.
+pub fn listening_url(server: &mut Proc) -> String {
+    let stdout = server.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("listening line");
+    line.strip_prefix("listening on ")
+        .and_then(|l| l.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string()
 }
 
 /// Wait for the process to exit within `limit` (killed and failed
