@@ -17,7 +17,8 @@
 //!   `Completed` last;
 //! * **failed** ⇒ the reason is explained by an injected fault that can fail
 //!   a run: `terminal-error-at-slot=S` in the session's range (control
-//!   failed, the reason names `S`), `data-stall-after` that fired (the
+//!   failed, the reason names `S`), `data-stall-after`, or a
+//!   `data-pause-after` longer than the drain idle timeout, that fired (the
 //!   completion drain stalled), or a reconnect budget exhausted under
 //!   random drops or busy attaches; anything else is a *wrong verdict*. A
 //!   failed session's partial capture must still hold no duplicate and
@@ -181,6 +182,20 @@ pub fn plan_for(seed: u64) -> SeedPlan {
     if rng.chance(0.12) {
         // Sometimes past the range: then it never fires.
         faults.terminal_error_at_slot = Some(rng.range(start_slot, end_slot + 10));
+    }
+    // Faults added after the soak's first long runs draw from a stream of
+    // their own, so every earlier seed keeps its plan (and the regression
+    // seeds their reproduction).
+    let mut later = SplitMix64::new(seed ^ 0x9A05_E000_0000_0000);
+    if later.chance(0.2) {
+        // Mostly shorter than the drain idle timeout (must never fail a
+        // session), sometimes longer (may stall a drain it overlaps).
+        let pause = if later.chance(0.7) {
+            later.range(50, 250)
+        } else {
+            later.range(700, 1500)
+        };
+        faults.data_pause_after = Some((later.range(1, 200), Duration::from_millis(pause)));
     }
     SeedPlan {
         seed,
@@ -1102,11 +1117,14 @@ fn judge(plan: &SeedPlan, server: &RunningServer, ended: Ended) -> SessionVerdic
         }
         Err(e) => {
             let text = e.to_string();
-            let stall_fired = server
-                .state()
-                .faults_fired()
-                .keys()
-                .any(|k| k.starts_with("data-stall"));
+            let fired = server.state().faults_fired();
+            let long_pause = plan
+                .faults
+                .data_pause_after
+                .is_some_and(|(_, pause)| pause > DRAIN_IDLE_TIMEOUT);
+            let stall_fired = fired.keys().any(|k| {
+                k.starts_with("data-stall") || (long_pause && k.starts_with("data-pause"))
+            });
             let explained = match e {
                 ManagedSessionError::ControlFailed(reason)
                     if terminal_here.is_some_and(|s| reason.contains(&s.to_string()))

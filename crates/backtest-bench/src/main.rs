@@ -5,11 +5,13 @@
 //! ```text
 //! backtest-bench [--quick] [--runs N] [--only firehose,slow_consumer,recovery,end_to_end]
 //!                [--markdown PATH]
+//! backtest-bench soak [--seeds N] [--first-seed S] [--parallelism P]
 //! ```
 //!
 //! Prints one JSON object per scenario (and codec) on stdout; progress goes
 //! to stderr. `--quick` runs a small version of everything in seconds (CI
 //! runs it so the harness keeps working; it asserts nothing about speed).
+//! `backtest-bench soak` runs the seeded fault soak (see `soak`).
 //! `backtest-bench client ...` is the child process of the slow-consumer
 //! scenario, not for direct use.
 
@@ -22,6 +24,7 @@ mod recovery;
 mod report;
 mod server;
 mod slow;
+mod soak;
 mod stats;
 mod wsframe;
 
@@ -58,6 +61,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The seeded fault soak: every seed's server, faults, session and
+    /// verdict (see docs/reliability.md).
+    Soak {
+        /// How many seeds.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Seeds run at a time.
+        #[arg(long, default_value_t = 3)]
+        parallelism: usize,
+    },
     /// Child process of the slow-consumer scenario.
     Client {
         #[arg(long = "impl")]
@@ -134,6 +150,18 @@ fn main() {
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
             .init();
+    }
+    if let Some(Command::Soak {
+        seeds,
+        first_seed,
+        parallelism,
+    }) = cli.command
+    {
+        std::process::exit(soak::main(soak::SoakArgs {
+            first_seed,
+            seeds,
+            parallelism: parallelism.max(1),
+        }));
     }
     if let Some(Command::Client {
         which,
