@@ -63,6 +63,7 @@ mod builder;
 mod connection;
 mod control;
 pub mod coordinator;
+mod decoder;
 pub mod dedup;
 pub mod drain;
 pub mod events;

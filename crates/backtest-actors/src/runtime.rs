@@ -10,23 +10,25 @@ use tokio::sync::oneshot;
 
 use crate::events::ManagedSessionError;
 
+/// An arbiter on a thread of its own (its own actix system), kept for the
+/// rest of the process. `None` if the thread cannot be started.
+pub(crate) fn spawn_arbiter_thread(name: &str) -> Option<ArbiterHandle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            let _ = tx.send(actix_rt::Arbiter::current());
+            system.run()
+        })
+        .ok()?;
+    rx.recv().ok()
+}
+
 fn background_arbiter() -> Option<&'static ArbiterHandle> {
     static ARBITER: OnceLock<Option<ArbiterHandle>> = OnceLock::new();
     ARBITER
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let spawned = std::thread::Builder::new()
-                .name("backtest-actors".into())
-                .spawn(move || {
-                    let system = actix_rt::System::new();
-                    let _ = tx.send(actix_rt::Arbiter::current());
-                    system.run()
-                });
-            match spawned {
-                Ok(_) => rx.recv().ok(),
-                Err(_) => None,
-            }
-        })
+        .get_or_init(|| spawn_arbiter_thread("backtest-actors"))
         .as_ref()
 }
 
@@ -67,9 +69,12 @@ pub(crate) fn data_arbiter() -> Option<ArbiterHandle> {
     background_arbiter().cloned()
 }
 
-/// Start the library's background actix system now rather than on first
-/// use (it hosts data connections, and facades called outside actix). It
-/// lives for the rest of the process. Returns false if it cannot start.
+/// Start the library's background threads now rather than on first use:
+/// the actix system that hosts data connections (and facades called outside
+/// actix), and the decoder arbiters. They live for the rest of the process,
+/// so starting them first keeps them out of resource accounting (threads,
+/// file descriptors) around a run. Returns false if they cannot start
+/// (data frames are then decoded on the connection's thread).
 pub fn start_background_runtime() -> bool {
-    background_arbiter().is_some()
+    background_arbiter().is_some() && crate::decoder::start()
 }

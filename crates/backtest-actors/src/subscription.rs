@@ -4,42 +4,51 @@
 //!
 //! It subscribes every program with its replay cursor and zstd requested,
 //! keeps notifications that arrive between acks (in order, ahead of live
-//! frames), decodes Binary frames with one bounded zstd stream per
-//! connection, decodes payloads (off the supervisor), tracks
-//! `subscriptionComplete`, and hands notifications to the supervisor in
-//! batches as flow-control credit allows. With no credit it stops reading,
-//! so the server is pushed back and memory stays bounded.
+//! frames), inflates Binary frames with one bounded zstd stream per
+//! connection, has the payloads decoded in batches on the decoder arbiters
+//! (see `decoder`; results taken in order, a bounded number in flight),
+//! tracks `subscriptionComplete`, and hands notifications to the supervisor
+//! in batches as flow-control credit allows. With no credit, or with its
+//! decode jobs all in flight, it stops reading, so the server is pushed
+//! back and memory stays bounded.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
+    future::poll_fn,
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::Instant,
 };
 
 use actix::{WeakRecipient, prelude::*};
 use awc::ws::Message;
+use bytes::Bytes;
 use futures::{FutureExt as _, SinkExt as _};
 use serde_json::json;
 use simulator_api::subscribe_config::{Compression, SubscribeConfig};
-use solana_transaction_status::EncodedConfirmedTransactionWithStatusMeta;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::{
     connection::{ConnEnd, Credit, CreditPool, EndReporter},
     coordinator::{EnterStreaming, ReconnectCoordinator, ReconnectSlot},
+    decoder::{self, Decoded, PendingDecode, RawFrame},
     dedup::DiffKey,
     events::ManagedEvent,
-    frames::{
-        AccountDiffNotification, BoundedZstdStream, DataFrame, DecompressError,
-        JsonTransactionPayload, NotificationKind, decode_account_diff, decode_transaction,
-        parse_data, parse_notification, transaction_signature,
-    },
+    frames::{BoundedZstdStream, DataFrame, DecompressError, NotificationKind, parse_data},
     ws::{self, ConnectOptions, Inbound, ReadError, Reader, Socket},
 };
 
-/// Largest number of notifications handed over in one message.
-const BATCH: usize = 64;
+/// Most frames in one decode job (and so most notifications handed over
+/// in one message).
+const JOB_FRAMES: usize = 64;
+/// A job also closes once it holds this many bytes of text.
+const JOB_BYTES: usize = 1 << 20;
+/// Most decode jobs a connection has in flight; it stops reading beyond.
+/// With the batch bounds this caps the frames held between the socket and
+/// the consumer's credit at a few MiB.
+const JOBS_IN_FLIGHT: usize = 4;
 
 /// What a notification is deduplicated by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -183,15 +192,8 @@ async fn run(mut setup: SubscriptionSetup, mut stop: mpsc::Receiver<()>) -> Conn
     if let Err(end) = conn.report(SubscriptionReportKind::Up) {
         return end;
     }
-    for message in pending {
-        match conn.process(&mut socket, message).await {
-            Ok(Step::Continue) => {}
-            Ok(Step::AllComplete) => return conn.finish(ConnEnd::Complete, &mut socket).await,
-            Err(end) => return end,
-        }
-    }
-    if let Err(end) = conn.flush() {
-        return end;
+    if let Err(end) = conn.take_in_all(&mut socket, pending).await {
+        return conn.drain_and_finish(end, &mut socket).await;
     }
     conn.serve(&mut socket, &mut stop).await
 }
@@ -209,6 +211,7 @@ async fn open(setup: SubscriptionSetup) -> Result<(Socket, Conn, Vec<Inbound>), 
         subs: HashMap::new(),
         completed: HashSet::new(),
         decoder,
+        in_flight: VecDeque::new(),
         batch: Vec::new(),
         last_inbound: Instant::now(),
         setup,
@@ -230,6 +233,8 @@ struct Conn {
     /// Subscriptions that delivered `subscriptionComplete`.
     completed: HashSet<u64>,
     decoder: BoundedZstdStream,
+    /// Decode jobs submitted and not yet delivered, oldest first.
+    in_flight: VecDeque<PendingDecode>,
     batch: Vec<DataItem>,
     last_inbound: Instant,
 }
@@ -346,16 +351,23 @@ impl Conn {
         ping.tick().await;
         self.last_inbound = Instant::now();
         loop {
+            let reading = self.in_flight.len() < JOBS_IN_FLIGHT;
             tokio::select! {
-                message = self.reader.next(socket) => {
-                    let message = match message {
-                        Ok(message) => message,
-                        Err(e) => return self.finish(e.into_end(), socket).await,
-                    };
-                    match self.process_ready(socket, message).await {
+                decoded = oldest(&mut self.in_flight) => {
+                    self.in_flight.pop_front();
+                    match self.deliver(decoded).await {
                         Ok(Step::Continue) => {}
                         Ok(Step::AllComplete) => return self.finish(ConnEnd::Complete, socket).await,
                         Err(end) => return self.finish(end, socket).await,
+                    }
+                }
+                message = self.reader.next(socket), if reading => {
+                    let read = match message {
+                        Ok(message) => self.read_ready(socket, message).await,
+                        Err(e) => Err(e.into_end()),
+                    };
+                    if let Err(end) = read {
+                        return self.drain_and_finish(end, socket).await;
                     }
                 }
                 _ = stop.recv() => {
@@ -368,7 +380,7 @@ impl Conn {
                             options.keepalive_dead_after
                         )), socket).await;
                     }
-                    if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                         return self.finish(ConnEnd::Lost("keepalive ping failed".into()), socket).await;
                     }
                 }
@@ -376,32 +388,103 @@ impl Conn {
         }
     }
 
-    /// Process a message and whatever else is already readable (up to a
-    /// batch), then hand the batch over.
-    async fn process_ready(
-        &mut self,
-        socket: &mut Socket,
-        first: Inbound,
-    ) -> Result<Step, ConnEnd> {
+    /// Take in a message and whatever else is already readable (up to a
+    /// job), and submit the job.
+    async fn read_ready(&mut self, socket: &mut Socket, first: Inbound) -> Result<(), ConnEnd> {
+        let mut job = Job::default();
         let mut message = first;
-        loop {
-            if let Step::AllComplete = self.process(socket, message).await? {
-                return Ok(Step::AllComplete);
+        let read = loop {
+            if let Err(end) = self.take_in(socket, message, &mut job).await {
+                break Err(end);
             }
-            if self.batch.len() >= BATCH {
-                break;
+            if job.is_full() {
+                break Ok(());
             }
             match self.reader.next(socket).now_or_never() {
                 Some(Ok(next)) => message = next,
-                Some(Err(e)) => {
-                    self.flush()?;
-                    return Err(e.into_end());
+                Some(Err(e)) => break Err(e.into_end()),
+                None => break Ok(()),
+            }
+        };
+        self.submit(job);
+        read
+    }
+
+    /// Take in the messages that arrived during the handshake, in order.
+    async fn take_in_all(
+        &mut self,
+        socket: &mut Socket,
+        messages: Vec<Inbound>,
+    ) -> Result<(), ConnEnd> {
+        let mut job = Job::default();
+        for message in messages {
+            let taken = self.take_in(socket, message, &mut job).await;
+            if taken.is_err() || job.is_full() {
+                self.submit(std::mem::take(&mut job));
+            }
+            taken?;
+        }
+        self.submit(job);
+        Ok(())
+    }
+
+    /// Take in one message: a data frame (inflated if compressed) joins
+    /// the job, a ping is answered, a close ends reading.
+    async fn take_in(
+        &mut self,
+        socket: &mut Socket,
+        message: Inbound,
+        job: &mut Job,
+    ) -> Result<(), ConnEnd> {
+        self.last_inbound = Instant::now();
+        match message {
+            Inbound::Text(bytes) => job.push(RawFrame {
+                bytes,
+                inflated: false,
+            }),
+            Inbound::Binary(bytes) => match self.decoder.decode(&bytes) {
+                Ok(text) => job.push(RawFrame {
+                    bytes: Bytes::copy_from_slice(text),
+                    inflated: true,
+                }),
+                Err(DecompressError::TooLarge { limit }) => {
+                    return Err(ConnEnd::Fatal(format!(
+                        "a compressed notification decompresses to more than {limit} bytes"
+                    )));
                 }
-                None => break,
+                Err(e) => return Err(ConnEnd::Lost(format!("zstd stream: {e}"))),
+            },
+            Inbound::Ping(payload) => {
+                let _ = socket.send(Message::Pong(payload)).await;
+            }
+            Inbound::Pong => {}
+            Inbound::Close(code, reason) => {
+                return Err(ConnEnd::Lost(format!(
+                    "closed by the server (code {code:?}) {reason}"
+                )));
             }
         }
-        self.flush()?;
-        Ok(Step::Continue)
+        Ok(())
+    }
+
+    fn submit(&mut self, job: Job) {
+        if !job.frames.is_empty() {
+            self.in_flight
+                .push_back(decoder::submit(self.setup.kind, job.frames));
+        }
+    }
+
+    /// Reading ended with `end`: deliver what is still being decoded (it
+    /// was received), then finish.
+    async fn drain_and_finish(&mut self, end: ConnEnd, socket: &mut Socket) -> ConnEnd {
+        while let Some(pending) = self.in_flight.pop_front() {
+            match self.deliver(pending.await).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::AllComplete) => return self.finish(ConnEnd::Complete, socket).await,
+                Err(end) => return self.finish(end, socket).await,
+            }
+        }
+        self.finish(end, socket).await
     }
 
     /// Hand over what was decoded, then close politely.
@@ -416,172 +499,90 @@ impl Conn {
         end
     }
 
-    async fn process(&mut self, socket: &mut Socket, message: Inbound) -> Result<Step, ConnEnd> {
-        self.last_inbound = Instant::now();
-        let kind = self.setup.kind;
-        // Classify while the text is borrowed (from the frame, or from the
-        // decoder's buffer): nothing is copied.
-        let frame = match &message {
-            Inbound::Text(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => classify(kind, &self.subs, text),
-                Err(_) => Classified::Undecodable("non-UTF-8 text frame".into()),
-            },
-            Inbound::Binary(bytes) => match self.decoder.decode(bytes) {
-                Ok(decoded) => match std::str::from_utf8(decoded) {
-                    Ok(text) => classify(kind, &self.subs, text),
-                    Err(_) => Classified::Undecodable("decompressed frame is not UTF-8".into()),
-                },
-                Err(DecompressError::TooLarge { limit }) => {
-                    return Err(ConnEnd::Fatal(format!(
-                        "a compressed notification decompresses to more than {limit} bytes"
-                    )));
-                }
-                Err(e) => return Err(ConnEnd::Lost(format!("zstd stream: {e}"))),
-            },
-            Inbound::Ping(payload) => {
-                let _ = socket.send(Message::Pong(payload.clone())).await;
-                return Ok(Step::Continue);
-            }
-            Inbound::Pong => return Ok(Step::Continue),
-            Inbound::Close(code, reason) => {
-                return Err(ConnEnd::Lost(format!(
-                    "closed by the server (code {code:?}) {reason}"
-                )));
-            }
-        };
-        match frame {
-            Classified::Item {
-                program,
-                slot,
-                key,
-                event,
-            } => {
-                let credit = match self.setup.credits.try_acquire() {
-                    Some(credit) => credit,
-                    None => {
-                        // Hand over what is held so the consumer can free
-                        // credit, then wait for it without reading.
-                        self.flush()?;
-                        self.setup
-                            .credits
-                            .acquire()
-                            .await
-                            .ok_or(ConnEnd::Orphaned)?
-                    }
-                };
-                self.batch.push(DataItem {
-                    program,
+    /// Turn a decoded job into items for the supervisor, in order, each
+    /// with a credit (waiting for one without reading when there is none),
+    /// and hand them over.
+    async fn deliver(&mut self, decoded: Option<Vec<Decoded>>) -> Result<Step, ConnEnd> {
+        let decoded =
+            decoded.ok_or_else(|| ConnEnd::Lost("a frame decoder stopped".to_string()))?;
+        for item in decoded {
+            match item {
+                Decoded::Notification {
+                    subscription,
                     slot,
                     key,
                     event,
-                    credit,
-                });
-                Ok(Step::Continue)
-            }
-            Classified::Complete(subscription) => {
-                self.completed.insert(subscription);
-                if self.completed.len() == self.subs.len() {
-                    return Ok(Step::AllComplete);
+                } => {
+                    // A notification of a subscription not ours is ignored.
+                    let Some(program) = self.subs.get(&subscription).cloned() else {
+                        continue;
+                    };
+                    let credit = match self.setup.credits.try_acquire() {
+                        Some(credit) => credit,
+                        None => {
+                            // Hand over what is held so the consumer can
+                            // free credit, then wait for it.
+                            self.flush()?;
+                            self.setup
+                                .credits
+                                .acquire()
+                                .await
+                                .ok_or(ConnEnd::Orphaned)?
+                        }
+                    };
+                    self.batch.push(DataItem {
+                        program,
+                        slot,
+                        key,
+                        event,
+                        credit,
+                    });
                 }
-                Ok(Step::Continue)
+                Decoded::Complete(subscription) => {
+                    if self.subs.contains_key(&subscription) {
+                        self.completed.insert(subscription);
+                        if self.completed.len() == self.subs.len() {
+                            return Ok(Step::AllComplete);
+                        }
+                    }
+                }
+                Decoded::Ignore => {}
+                Decoded::Undecodable(what) => self.undecodable(&what)?,
             }
-            Classified::Ignore => Ok(Step::Continue),
-            Classified::Undecodable(what) => self.undecodable(&what),
         }
-    }
-
-    fn undecodable(&self, what: &str) -> Result<Step, ConnEnd> {
-        warn!(kind = ?self.setup.kind, "skipping undecodable frame: {what}");
-        self.report(SubscriptionReportKind::Undecodable)?;
+        self.flush()?;
         Ok(Step::Continue)
     }
-}
 
-/// What one data frame is, for this connection. Short-lived (moved straight
-/// into the batch), so the size of the `Item` variant does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Classified {
-    /// A notification of ours, decoded.
-    Item {
-        program: Arc<str>,
-        slot: u64,
-        key: Option<DedupKey>,
-        event: ManagedEvent,
-    },
-    /// `subscriptionComplete` of one of ours.
-    Complete(u64),
-    /// An ack, or a frame of another subscription or kind.
-    Ignore,
-    Undecodable(String),
-}
-
-/// A transaction notification, by the fast JSON shape first, else by the
-/// wire type's own path (other encodings).
-fn transaction_notification(
-    text: &str,
-    kind: NotificationKind,
-) -> Option<(u64, EncodedConfirmedTransactionWithStatusMeta)> {
-    parse_notification::<JsonTransactionPayload>(text, kind)
-        .and_then(|(subscription, payload)| Some((subscription, payload.try_into().ok()?)))
-        .or_else(|| parse_notification::<EncodedConfirmedTransactionWithStatusMeta>(text, kind))
-}
-
-/// Classify a data frame. The common case, a notification of this
-/// connection's kind, is parsed in one pass straight into its payload type;
-/// anything else takes the general envelope parse.
-fn classify(kind: NotificationKind, subs: &HashMap<u64, Arc<str>>, text: &str) -> Classified {
-    let decoded = match kind {
-        NotificationKind::Transaction => {
-            transaction_notification(text, kind).map(|(subscription, tx)| {
-                let key = transaction_signature(&tx).map(DedupKey::Signature);
-                (
-                    subscription,
-                    tx.slot,
-                    key,
-                    ManagedEvent::Transaction(Box::new(tx)),
-                )
-            })
-        }
-        NotificationKind::AccountDiff => parse_notification::<AccountDiffNotification>(text, kind)
-            .map(|(subscription, diff)| {
-                let key = Some(DedupKey::Diff(diff.dedup_key()));
-                (
-                    subscription,
-                    diff.context.slot,
-                    key,
-                    ManagedEvent::AccountDiff(diff),
-                )
-            }),
-    };
-    if let Some((subscription, slot, key, event)) = decoded {
-        return match subs.get(&subscription) {
-            Some(program) => Classified::Item {
-                program: program.clone(),
-                slot,
-                key,
-                event,
-            },
-            None => Classified::Ignore,
-        };
+    fn undecodable(&self, what: &str) -> Result<(), ConnEnd> {
+        warn!(kind = ?self.setup.kind, "skipping undecodable frame: {what}");
+        self.report(SubscriptionReportKind::Undecodable)
     }
-    match parse_data(text) {
-        // Our kind, but the typed parse failed: say why.
-        DataFrame::Notification { method, result, .. } if method == kind => {
-            let error = match kind {
-                NotificationKind::Transaction => decode_transaction(&result).err(),
-                NotificationKind::AccountDiff => decode_account_diff(&result).err(),
-            };
-            Classified::Undecodable(format!(
-                "notification payload: {}",
-                error.map_or_else(|| "unreadable".to_string(), |e| e.to_string())
-            ))
-        }
-        DataFrame::Complete { subscription } if subs.contains_key(&subscription) => {
-            Classified::Complete(subscription)
-        }
-        DataFrame::Ack { .. } | DataFrame::Notification { .. } | DataFrame::Complete { .. } => {
-            Classified::Ignore
-        }
-        DataFrame::Other => Classified::Undecodable("unrecognised data frame".into()),
+}
+
+/// Frames read and not yet submitted for decoding.
+#[derive(Default)]
+struct Job {
+    frames: Vec<RawFrame>,
+    bytes: usize,
+}
+
+impl Job {
+    fn push(&mut self, frame: RawFrame) {
+        self.bytes += frame.bytes.len();
+        self.frames.push(frame);
     }
+
+    fn is_full(&self) -> bool {
+        self.frames.len() >= JOB_FRAMES || self.bytes >= JOB_BYTES
+    }
+}
+
+/// The oldest decode job's result; pending while there is none.
+async fn oldest(in_flight: &mut VecDeque<PendingDecode>) -> Option<Vec<Decoded>> {
+    poll_fn(|cx| match in_flight.front_mut() {
+        Some(pending) => Pin::new(pending).poll(cx),
+        None => Poll::Pending,
+    })
+    .await
 }

@@ -373,3 +373,105 @@ async fn an_oversized_frame_fails_clearly_and_deep_nesting_is_skipped() {
         other => panic!("expected a subscription failure, got {other:?}"),
     }
 }
+
+/// Transactions of the first program over `slots` slots from 1000, in
+/// ledger order: (slot, signature, JSON).
+fn first_program_txs(slots: u64) -> (String, Vec<(u64, String, String)>) {
+    let ledger = Ledger::new(LedgerConfig {
+        programs: LedgerConfig::default_programs()[..2].to_vec(),
+        ..LedgerConfig::default()
+    })
+    .unwrap();
+    let program = ledger.programs()[0].clone();
+    let txs = (1000..1000 + slots)
+        .flat_map(|slot| {
+            let data = ledger.slot(slot).unwrap();
+            data.transactions
+                .iter()
+                .filter(|tx| tx.program == program)
+                .map(|tx| (slot, tx.signature.clone(), tx.json.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (program, txs)
+}
+
+#[actix_rt::test]
+async fn frames_read_with_a_dropped_connection_are_delivered_before_the_resubscribe() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (program, txs) = first_program_txs(40);
+    let last_slot = txs.last().unwrap().0;
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let data_txs = txs.clone();
+    let peer = Scripted::start(move |mut peer| {
+        let txs = data_txs.clone();
+        let n = seen.clone();
+        async move {
+            if peer.path != "/rpc/s1" {
+                return control_script(peer).await;
+            }
+            let connection = n.fetch_add(1, Ordering::SeqCst);
+            let request = peer.recv_json().await.unwrap();
+            peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
+                .await;
+            if connection == 0 {
+                // Everything back to back, then the connection drops (no
+                // close frame): the client reads the frames and the end
+                // together, and must still deliver every frame it read.
+                for (_, _, tx) in &txs {
+                    peer.send_text(notification(10, tx)).await;
+                }
+                return;
+            }
+            // The cursor covers the last frame sent before the drop.
+            peer.note(format!("resume {}", request["params"][1]["replayFromSlot"]));
+            for (_, _, tx) in txs.iter().filter(|(slot, _, _)| *slot == last_slot) {
+                peer.send_text(notification(10, tx)).await;
+            }
+            peer.send_json(json!({"jsonrpc": "2.0", "method": "subscriptionComplete", "params": {"subscription": 10}}))
+                .await;
+            peer.idle().await;
+        }
+    });
+    let addr = SessionSupervisor::builder(peer.url(), "key", create(1000, 1000, json!({}))).start();
+    addr.send(WaitSession).await.unwrap().unwrap();
+    addr.send(SubscribeTransactions {
+        programs: vec![program],
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut capture = Capture::default();
+    loop {
+        let next = tokio::time::timeout(WAIT, addr.send(backtest_actors::NextEvent))
+            .await
+            .expect("no hang")
+            .unwrap();
+        match next {
+            Ok(Some(event)) => {
+                if matches!(event, backtest_actors::ManagedEvent::ReadyForContinue) {
+                    addr.send(Continue(advance(1))).await.unwrap().unwrap();
+                }
+                capture.record(&event);
+            }
+            Ok(None) => break,
+            Err(e) => panic!("failed: {e}"),
+        }
+    }
+    let expected: Vec<_> = txs.iter().map(|(_, sig, _)| sig.clone()).collect();
+    assert_eq!(capture.signatures, expected, "all, once, in wire order");
+    assert!(capture.completed);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert!(
+        peer.log().contains(&format!("resume {last_slot}")),
+        "resubscribed from the last slot read: {:?}",
+        peer.log()
+            .iter()
+            .filter(|l| l.starts_with("resume"))
+            .collect::<Vec<_>>()
+    );
+    let status = addr.send(backtest_actors::GetStatus).await.unwrap();
+    let last_slot_txs = txs.iter().filter(|(slot, _, _)| *slot == last_slot).count();
+    assert_eq!(status.counters.duplicates_removed, last_slot_txs as u64);
+}
