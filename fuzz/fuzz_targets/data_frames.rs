@@ -2,7 +2,8 @@
 //! decoders on any text, and `BoundedZstdStream` on any sequence of binary
 //! frames, with a check that decoding never allocates past its bound, and
 //! one that the transaction fast path (`decode_fast`) never accepts a payload
-//! the wire type reads differently.
+//! the wire type reads differently (save the one documented divergence: an
+//! out-of-range number in an unknown field).
 //!
 //! The first input byte picks the mode:
 //! - `0`: the rest is one text frame;
@@ -24,6 +25,7 @@ use backtest_actors::frames::{
     decode_fast, decode_transaction, parse_data, transaction_signature,
 };
 use libfuzzer_sys::fuzz_target;
+use solana_transaction_status::EncodedConfirmedTransactionWithStatusMeta;
 use simulator_api::ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor};
 
 /// The decoder's cap in this target.
@@ -101,8 +103,21 @@ fn text_frame(text: &str) {
             ..
         } => {
             if let Some(fast) = decode_fast(result.get()) {
-                let wire = serde_json::from_str(result.get()).map_err(|e| e.to_string());
-                assert_eq!(wire, Ok(fast), "the fast path and the wire type disagree");
+                match serde_json::from_str::<EncodedConfirmedTransactionWithStatusMeta>(result.get()) {
+                    Ok(wire) => assert_eq!(wire, fast, "the fast path and the wire type disagree"),
+                    // The one known divergence (docs/reliability.md): the
+                    // fast path skips unknown fields unread, the wire type
+                    // buffers them and fails on a number out of f64 range.
+                    // What the fast path read must still be the wire
+                    // type's value of the payload without them.
+                    Err(e) if e.to_string().starts_with("number out of range") => {
+                        let known = serde_json::to_string(&fast).expect("serialises");
+                        let again: EncodedConfirmedTransactionWithStatusMeta =
+                            serde_json::from_str(&known).expect("its own output parses");
+                        assert_eq!(again, fast, "the fast path's value does not round trip");
+                    }
+                    Err(e) => panic!("the fast path accepts what the wire type refuses: {e}"),
+                }
             }
             if let Ok(tx) = decode_transaction(&result) {
                 let _ = transaction_signature(&tx);

@@ -6,6 +6,7 @@ use backtest_actors::frames::{
     BoundedZstdStream, DataFrame, decode_transaction, parse_data, transaction_signature,
 };
 use simulator_api::ws_compression::{WS_COMPRESSION_LEVEL, WsStreamCompressor};
+use solana_transaction_status::EncodedConfirmedTransactionWithStatusMeta;
 
 /// The `data_frames` target's framing: 2-byte little-endian length
 /// prefixes; a short last chunk takes what is left.
@@ -76,4 +77,41 @@ fn long_base58_transaction_is_not_decoded() {
     };
     let tx = decode_transaction(&result).unwrap();
     assert_eq!(transaction_signature(&tx), None);
+}
+
+/// `data_frames`, text mode: a transaction notification whose meta has an
+/// unknown field (`preToken@alances`, a mutated key) holding `1e9991`. The
+/// wire type buffers unknown fields and fails on a number out of f64 range;
+/// the fast path skips them unread and accepts the payload. That is the one
+/// documented divergence: what the fast path read must be exactly the wire
+/// type's value of the payload without the unknown field.
+#[test]
+fn an_out_of_range_number_in_an_unknown_field_is_skipped() {
+    let input = include_bytes!("fuzz_regressions/data_frames-unknown-field-out-of-range.bin");
+    assert_eq!(input[0], 0, "text mode");
+    let text = std::str::from_utf8(&input[1..]).unwrap();
+    let DataFrame::Notification { result, .. } = parse_data(text) else {
+        panic!("a notification");
+    };
+    let wire = serde_json::from_str::<EncodedConfirmedTransactionWithStatusMeta>(result.get());
+    assert!(
+        wire.unwrap_err()
+            .to_string()
+            .starts_with("number out of range"),
+        "the wire type refuses it"
+    );
+    let fast = decode_transaction(&result).expect("the fast path reads it");
+
+    // The same payload without the unknown field, through the wire type.
+    let mut value: serde_json::Value = serde_json::from_str(
+        &result
+            .get()
+            .replace(r#""accountIndex":1e9991"#, r#""accountIndex":1"#),
+    )
+    .unwrap();
+    let meta = value["meta"].as_object_mut().unwrap();
+    assert!(meta.remove("preToken@alances").is_some());
+    let known: EncodedConfirmedTransactionWithStatusMeta = serde_json::from_value(value).unwrap();
+    assert_eq!(fast, known);
+    assert_eq!(transaction_signature(&fast).as_deref(), Some("5sigA"));
 }
