@@ -4,7 +4,13 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use backtest_actors::{
     Continue, ManagedSessionError, SessionSupervisor, Shutdown, SubscribeTransactions, WaitSession,
@@ -66,6 +72,31 @@ async fn control_script(mut peer: support::scripted::Peer) {
                 .await;
         }
     }
+}
+
+/// A peer whose control connections run [`control_script`] and whose data
+/// connections run `data` with their number (0 for the first); also
+/// returns the count of data connections.
+fn control_and_data<F, Fut>(data: F) -> (Scripted, Arc<AtomicUsize>)
+where
+    F: Fn(support::scripted::Peer, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let data = Arc::new(data);
+    let peer = Scripted::start(move |peer| {
+        let data = data.clone();
+        let seen = seen.clone();
+        async move {
+            if peer.path != "/rpc/s1" {
+                return control_script(peer).await;
+            }
+            let connection = seen.fetch_add(1, Ordering::SeqCst);
+            data(peer, connection).await;
+        }
+    });
+    (peer, connections)
 }
 
 #[actix_rt::test]
@@ -246,19 +277,11 @@ async fn a_reconnecting_subscription_is_not_a_stall() {
         .with_env_filter("debug")
         .with_test_writer()
         .try_init();
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let (programs, txs) = ledger_txs();
-    let connections = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = connections.clone();
     let data_txs = txs.clone();
-    let peer = Scripted::start(move |mut peer| {
+    let (peer, connections) = control_and_data(move |mut peer, connection| {
         let txs = data_txs.clone();
-        let n = seen.clone();
         async move {
-            if peer.path != "/rpc/s1" {
-                return control_script(peer).await;
-            }
-            let connection = n.fetch_add(1, Ordering::SeqCst);
             let request = peer.recv_json().await.unwrap();
             if connection == 0 {
                 peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
@@ -398,20 +421,12 @@ fn first_program_txs(slots: u64) -> (String, Vec<(u64, String, String)>) {
 
 #[actix_rt::test]
 async fn frames_read_with_a_dropped_connection_are_delivered_before_the_resubscribe() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let (program, txs) = first_program_txs(40);
     let last_slot = txs.last().unwrap().0;
-    let connections = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = connections.clone();
     let data_txs = txs.clone();
-    let peer = Scripted::start(move |mut peer| {
+    let (peer, connections) = control_and_data(move |mut peer, connection| {
         let txs = data_txs.clone();
-        let n = seen.clone();
         async move {
-            if peer.path != "/rpc/s1" {
-                return control_script(peer).await;
-            }
-            let connection = n.fetch_add(1, Ordering::SeqCst);
             let request = peer.recv_json().await.unwrap();
             peer.send_json(json!({"jsonrpc": "2.0", "id": 1, "result": 10}))
                 .await;
@@ -442,23 +457,12 @@ async fn frames_read_with_a_dropped_connection_are_delivered_before_the_resubscr
     .await
     .unwrap()
     .unwrap();
-    let mut capture = Capture::default();
-    loop {
-        let next = tokio::time::timeout(WAIT, addr.send(backtest_actors::NextEvent))
-            .await
-            .expect("no hang")
-            .unwrap();
-        match next {
-            Ok(Some(event)) => {
-                if matches!(event, backtest_actors::ManagedEvent::ReadyForContinue) {
-                    addr.send(Continue(advance(1))).await.unwrap().unwrap();
-                }
-                capture.record(&event);
-            }
-            Ok(None) => break,
-            Err(e) => panic!("failed: {e}"),
-        }
-    }
+    let capture = drive(&addr, 1).await;
+    assert!(
+        matches!(capture.end, Some(Ok(()))),
+        "completed: {:?}",
+        capture.end
+    );
     let expected: Vec<_> = txs.iter().map(|(_, sig, _)| sig.clone()).collect();
     assert_eq!(capture.signatures, expected, "all, once, in wire order");
     assert!(capture.completed);
