@@ -13,10 +13,12 @@
 //! Exactness: a payload this shape accepts decodes to the value the wire
 //! type gives (tested on the ledger's transactions, and checked on every
 //! accepted input by the `data_frames` fuzz target), with one known
-//! exception found by that target: unknown fields are skipped unread, so a
-//! number out of `f64` range inside one (`1e400`) is accepted here while the
-//! wire type, which buffers unknown fields, refuses the payload; the value
-//! is then the wire type's value of the payload without the unknown field.
+//! exception found by that target: unknown fields are skipped unread, so
+//! text in one that is well-formed JSON but not a value (a number out of
+//! `f64` range like `1e400`, a lone surrogate escape like `"\ud800"`) is
+//! accepted here while the wire type, which buffers unknown fields, refuses
+//! the payload; the value is then the wire type's value of the payload
+//! without the unknown field.
 //! Whatever it does not
 //! accept (binary or parsed encodings, or a message the wire type would
 //! read as parsed) fails here and takes the wire type's own path.

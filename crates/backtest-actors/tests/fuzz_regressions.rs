@@ -79,39 +79,66 @@ fn long_base58_transaction_is_not_decoded() {
     assert_eq!(transaction_signature(&tx), None);
 }
 
-/// `data_frames`, text mode: a transaction notification whose meta has an
-/// unknown field (`preToken@alances`, a mutated key) holding `1e9991`. The
-/// wire type buffers unknown fields and fails on a number out of f64 range;
-/// the fast path skips them unread and accepts the payload. That is the one
-/// documented divergence: what the fast path read must be exactly the wire
-/// type's value of the payload without the unknown field.
-#[test]
-fn an_out_of_range_number_in_an_unknown_field_is_skipped() {
-    let input = include_bytes!("fuzz_regressions/data_frames-unknown-field-out-of-range.bin");
+/// A `data_frames` text-mode input holding a transaction notification that
+/// the wire type refuses for text inside unknown fields (well-formed JSON,
+/// not a value) and the fast path accepts, skipping them unread: the one
+/// documented divergence. What the fast path read must be exactly the wire
+/// type's value of the payload without those fields. `readable` turns the
+/// offending text into a value so the payload can be edited; `unknown`
+/// lists (object, field) of the fields to drop.
+fn assert_unknown_fields_are_skipped(
+    input: &[u8],
+    wire_error: &str,
+    readable: (&str, &str),
+    unknown: &[(&str, &str)],
+) {
     assert_eq!(input[0], 0, "text mode");
     let text = std::str::from_utf8(&input[1..]).unwrap();
     let DataFrame::Notification { result, .. } = parse_data(text) else {
         panic!("a notification");
     };
     let wire = serde_json::from_str::<EncodedConfirmedTransactionWithStatusMeta>(result.get());
+    let error = wire.unwrap_err().to_string();
     assert!(
-        wire.unwrap_err()
-            .to_string()
-            .starts_with("number out of range"),
-        "the wire type refuses it"
+        error.starts_with(wire_error),
+        "the wire type refuses it: {error}"
     );
     let fast = decode_transaction(&result).expect("the fast path reads it");
 
-    // The same payload without the unknown field, through the wire type.
-    let mut value: serde_json::Value = serde_json::from_str(
-        &result
-            .get()
-            .replace(r#""accountIndex":1e9991"#, r#""accountIndex":1"#),
-    )
-    .unwrap();
-    let meta = value["meta"].as_object_mut().unwrap();
-    assert!(meta.remove("preToken@alances").is_some());
+    let edited = result.get().replace(readable.0, readable.1);
+    let mut value: serde_json::Value = serde_json::from_str(&edited).unwrap();
+    for (object, field) in unknown {
+        let object = value.pointer_mut(object).unwrap().as_object_mut().unwrap();
+        assert!(object.remove(*field).is_some(), "{field} is in the input");
+    }
     let known: EncodedConfirmedTransactionWithStatusMeta = serde_json::from_value(value).unwrap();
     assert_eq!(fast, known);
     assert_eq!(transaction_signature(&fast).as_deref(), Some("5sigA"));
+}
+
+/// A mutated key in the meta (`preToken@alances`) holding `1e9991`.
+#[test]
+fn an_out_of_range_number_in_an_unknown_field_is_skipped() {
+    assert_unknown_fields_are_skipped(
+        include_bytes!("fuzz_regressions/data_frames-unknown-field-out-of-range.bin"),
+        "number out of range",
+        (r#""accountIndex":1e9991"#, r#""accountIndex":1"#),
+        &[("/meta", "preToken@alances")],
+    );
+}
+
+/// A mutated key in the message (`addressTableLookup=s`) whose object has
+/// a key with a lone surrogate escape, and two more unknown meta fields.
+#[test]
+fn a_lone_surrogate_in_an_unknown_field_is_skipped() {
+    assert_unknown_fields_are_skipped(
+        include_bytes!("fuzz_regressions/data_frames-unknown-field-lone-surrogate.bin"),
+        "unexpected end of hex escape",
+        (r"writabl\ud800eIndexes", "writableIndexes"),
+        &[
+            ("/transaction/message", "addressTableLookup=s"),
+            ("/meta", "preTos"),
+            ("/meta", "loadedAddressesnData"),
+        ],
+    );
 }
