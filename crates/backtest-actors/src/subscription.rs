@@ -523,11 +523,16 @@ impl Conn {
                             // Hand over what is held so the consumer can
                             // free credit, then wait for it.
                             self.flush()?;
-                            self.setup
+                            let credit = self
+                                .setup
                                 .credits
                                 .acquire()
                                 .await
-                                .ok_or(ConnEnd::Orphaned)?
+                                .ok_or(ConnEnd::Orphaned)?;
+                            // Nothing was read meanwhile: the server's
+                            // silence is only timed while reading.
+                            self.last_inbound = Instant::now();
+                            credit
                         }
                     };
                     self.batch.push(DataItem {

@@ -161,3 +161,53 @@ async fn a_slow_consumer_keeps_memory_bounded_and_loses_nothing() {
     assert!(max_queued <= bound, "{max_queued} queued, bound {bound}");
     assert!(max_queued > 0);
 }
+
+#[actix_rt::test]
+async fn a_consumer_pausing_past_the_keepalive_deadline_causes_no_reconnect() {
+    let server = server(config());
+    let programs = programs(&server);
+    // Both planes out of credit while the consumer sleeps far past the
+    // keepalive deadline: waiting for credit is not silence from the server.
+    let (addr, info) = start_subscribed(
+        SessionSupervisor::builder(server.control_url(), "key", create(1000, 1029, json!({})))
+            .keepalive(Duration::from_millis(50), Duration::from_millis(300))
+            .credit(4, 8),
+        programs,
+    )
+    .await;
+    addr.send(backtest_actors::Continue(advance(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut capture = Capture::default();
+    let mut paused = false;
+    loop {
+        let next = tokio::time::timeout(WAIT, addr.send(NextEvent))
+            .await
+            .expect("an event")
+            .unwrap();
+        match next {
+            Ok(Some(event)) => {
+                if event.is_data() && !paused {
+                    paused = true;
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    let status = addr.send(GetStatus).await.unwrap();
+                    assert!(
+                        status.queued_events > 0,
+                        "the planes filled their credit meanwhile"
+                    );
+                }
+                capture.record(&event);
+            }
+            Ok(None) => break,
+            Err(e) => panic!("failed: {e}"),
+        }
+    }
+    capture.assert_matches(&server.state().record(&info.session_id).unwrap());
+    let status = addr.send(GetStatus).await.unwrap();
+    assert_eq!(
+        status.counters.reconnects, 0,
+        "no connection was presumed dead"
+    );
+    assert_eq!(status.counters.duplicates_removed, 0);
+}
