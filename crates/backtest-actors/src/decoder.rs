@@ -145,8 +145,9 @@ fn decode_all(kind: NotificationKind, frames: &[RawFrame]) -> Vec<Decoded> {
 }
 
 /// The decoder arbiters: as many as the machine has cores, within
-/// [`MIN_DECODERS`]..=[`MAX_DECODERS`], started on first use and kept for the process. Empty
-/// if none could be started (then frames are decoded inline).
+/// [`MIN_DECODERS`]..=[`MAX_DECODERS`], started on first use and kept for
+/// the process. Empty if none could be started (frames are then decoded
+/// inline).
 fn decoders() -> &'static [ArbiterHandle] {
     static DECODERS: OnceLock<Vec<ArbiterHandle>> = OnceLock::new();
     DECODERS.get_or_init(|| {
